@@ -1,0 +1,117 @@
+"""One array-module switch: NumPy on the CPU, CuPy on the GPU.
+
+CuPy is imported lazily, only when a GPU is asked for or a CuPy array is met, so a machine
+without it never notices. Kernel-backed ops load their `.cu` sources through `kernel()`, which
+compiles a source once per dtype with CuPy's RawModule and caches it.
+"""
+import os
+import functools
+import numpy as np
+
+KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels')
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy():
+    """The cupy module, or None when it cannot be imported."""
+    try:
+        import cupy
+        return cupy
+    except Exception:  # ImportError, or a broken CUDA install raising at import
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_available():
+    """True only when CuPy imports and sees at least one GPU."""
+    cp = _cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def is_cupy_array(a):
+    return type(a).__module__.split('.')[0] == 'cupy'
+
+
+def get_array_module(*arrays):
+    """`xp` for the given arrays: cupy if any of them lives on the GPU, else numpy."""
+    for a in arrays:
+        data = getattr(a, 'data', a) if hasattr(a, '_ctx') else a  # unwrap a Tensor
+        if is_cupy_array(data):
+            return _cupy()
+    return np
+
+
+def device_of(array):
+    return 'cuda' if is_cupy_array(array) else 'cpu'
+
+
+def check_device(device):
+    if device not in ('cpu', 'cuda'):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == 'cuda' and not cuda_available():
+        raise RuntimeError("device 'cuda' was asked for, but no GPU is available: CuPy is not "
+                           "installed or sees no CUDA device (tr.cuda_available() is False)")
+    return device
+
+
+def to_device(array, device):
+    """Copy `array` to 'cpu' (NumPy) or 'cuda' (CuPy); no copy when it is already there."""
+    check_device(device)
+    if device == 'cpu':
+        return array.get() if is_cupy_array(array) else np.asarray(array)
+    cp = _cupy()
+    return array if is_cupy_array(array) else cp.asarray(array)
+
+
+def scatter_add(xp, target, index, values):
+    """target[index] += values with repeated indices accumulated (NumPy's add.at)."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA kernels
+# ---------------------------------------------------------------------------------------------
+_CTYPE = {np.dtype(np.float32): 'float', np.dtype(np.float64): 'double'}
+
+
+@functools.lru_cache(maxsize=None)
+def _module(filename, ctype):
+    cp = _cupy()
+    with open(os.path.join(KERNEL_DIR, filename)) as f:
+        source = f.read()
+    return cp.RawModule(code=source, options=('-std=c++14', f'-Dscalar_t={ctype}',
+                                              f'-I{KERNEL_DIR}'))
+
+
+def kernel(filename, name, dtype):
+    """The compiled kernel `name` from `kernels/filename`, with `scalar_t` set to `dtype`."""
+    dtype = np.dtype(dtype)
+    if dtype not in _CTYPE:
+        raise ValueError(f'CUDA kernels support float32 and float64, got {dtype}')
+    return _module(filename, _CTYPE[dtype]).get_function(name)
+
+
+def launch(kern, n, args, dtype, block=256):
+    """Launch a grid-stride kernel over `n` work items (see kernels/common.cuh).
+
+    Python ints are passed as `long long` (index_t) and Python floats as scalar_t, the same
+    convention as kernels/cpu.py, so one argument list serves both builds."""
+    cargs = []
+    for a in args:
+        if isinstance(a, (bool, int, np.integer)):
+            cargs.append(np.int64(a))
+        elif isinstance(a, (float, np.floating)):
+            cargs.append(np.dtype(dtype).type(a))
+        else:
+            cargs.append(a)
+    grid = max(1, min((n + block - 1) // block, 65535 * 8))
+    kern((grid,), (block,), tuple(cargs))

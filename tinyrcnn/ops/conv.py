@@ -1,0 +1,140 @@
+"""2-D convolution as im2col + one matrix product (the Caffe approach).
+
+The image is unfolded so that every receptive field becomes a column; the convolution is then
+w (K, C*kh*kw) @ cols (C*kh*kw, Ho*Wo), and the result is already NCHW. Backward is two more
+products and the adjoint of the unfolding (col2im). On the CPU the unfolding is a strided view
+copied by NumPy; on the GPU it is the kernels in `kernels/im2col.cu`, and the products go
+through cuBLAS.
+"""
+import numpy as np
+
+from .. import backend
+from ..tensor import Function
+
+# Keep the unfolded input for backward when it is at most this many bytes; above it (large
+# images, batches) backward unfolds again rather than hold gigabytes.
+KEEP_COLS_BYTES = 512 * 2 ** 20
+
+
+def conv_output_size(size, k, stride, padding):
+    return (size + 2 * padding - k) // stride + 1
+
+
+def _im2col_cpu(x, kh, kw, stride, padding, Ho, Wo):
+    N, C, H, W = x.shape
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    sN, sC, sH, sW = x.strides
+    view = np.lib.stride_tricks.as_strided(
+        x, shape=(N, C, kh, kw, Ho, Wo), strides=(sN, sC, sH, sW, sH * stride, sW * stride),
+        writeable=False)
+    return view.reshape(N, C * kh * kw, Ho * Wo)  # the copy: (N, C*kh*kw, Ho*Wo)
+
+
+def _col2im_cpu(cols, shape, kh, kw, stride, padding, Ho, Wo):
+    N, C, H, W = shape
+    gx = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
+    cols = cols.reshape(N, C, kh, kw, Ho, Wo)
+    for i in range(kh):  # each kernel tap adds its column block back where it came from
+        for j in range(kw):
+            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += cols[:, :, i, j]
+    return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
+
+
+def _im2col_gpu(x, kh, kw, stride, padding, Ho, Wo):
+    xp = backend.get_array_module(x)
+    N, C, H, W = x.shape
+    cols = xp.empty((N, C * kh * kw, Ho * Wo), dtype=x.dtype)
+    k = backend.kernel('im2col.cu', 'im2col', x.dtype)
+    backend.launch(k, cols.size, (xp.ascontiguousarray(x), cols, N, C, H, W, kh, kw, stride,
+                                  padding, Ho, Wo), x.dtype)
+    return cols
+
+
+def _col2im_gpu(cols, shape, kh, kw, stride, padding, Ho, Wo):
+    xp = backend.get_array_module(cols)
+    N, C, H, W = shape
+    gx = xp.empty(shape, dtype=cols.dtype)
+    k = backend.kernel('im2col.cu', 'col2im', cols.dtype)
+    backend.launch(k, gx.size, (xp.ascontiguousarray(cols), gx, N, C, H, W, kh, kw, stride,
+                                padding, Ho, Wo), cols.dtype)
+    return gx
+
+
+def im2col(x, kh, kw, stride, padding):
+    """Unfold x (N, C, H, W) into (N, C*kh*kw, Ho*Wo)."""
+    Ho = conv_output_size(x.shape[2], kh, stride, padding)
+    Wo = conv_output_size(x.shape[3], kw, stride, padding)
+    fn = _im2col_cpu if backend.get_array_module(x) is np else _im2col_gpu
+    return fn(x, kh, kw, stride, padding, Ho, Wo)
+
+
+def col2im(cols, shape, kh, kw, stride, padding):
+    """The adjoint of im2col: sum columns back into an (N, C, H, W) array."""
+    Ho = conv_output_size(shape[2], kh, stride, padding)
+    Wo = conv_output_size(shape[3], kw, stride, padding)
+    fn = _col2im_cpu if backend.get_array_module(cols) is np else _col2im_gpu
+    return fn(cols, shape, kh, kw, stride, padding, Ho, Wo)
+
+
+class Conv2d(Function):
+    def forward(self, x, w, b=None, stride=1, padding=0):
+        N, C, H, W = x.shape
+        K, _, kh, kw = w.shape
+        Ho = conv_output_size(H, kh, stride, padding)
+        Wo = conv_output_size(W, kw, stride, padding)
+        cols = im2col(x, kh, kw, stride, padding)            # (N, C*kh*kw, Ho*Wo)
+        w2 = w.reshape(K, -1)                                 # (K, C*kh*kw)
+        xp = backend.get_array_module(x)
+        y = xp.empty((N, K, Ho * Wo), dtype=x.dtype)
+        for n in range(N):                                    # one GEMM per image
+            xp.matmul(w2, cols[n], out=y[n])
+        if b is not None:
+            y += b.reshape(1, K, 1)
+        self.x_shape, self.w, self.has_b = x.shape, w, b is not None
+        self.stride, self.padding = stride, padding
+        if cols.nbytes <= KEEP_COLS_BYTES:
+            self.cols, self.x = cols, None
+        else:
+            self.cols, self.x = None, x
+        return y.reshape(N, K, Ho, Wo)
+
+    def backward(self, gy):
+        w, (K, C, kh, kw) = self.w, self.w.shape
+        N = gy.shape[0]
+        xp = backend.get_array_module(gy)
+        gy = xp.ascontiguousarray(gy).reshape(N, K, -1)     # (N, K, Ho*Wo)
+        cols = self.cols if self.cols is not None else im2col(self.x, kh, kw, self.stride,
+                                                               self.padding)
+        w2 = w.reshape(K, -1)
+        gw = xp.zeros_like(w2)
+        gcols = xp.empty_like(cols) if self.needs_input_grad[0] else None
+        for n in range(N):
+            gw += gy[n] @ cols[n].T                           # (K, C*kh*kw)
+            if gcols is not None:
+                xp.matmul(w2.T, gy[n], out=gcols[n])          # (C*kh*kw, Ho*Wo)
+        gx = (col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
+              if self.needs_input_grad[0] else None)
+        gb = gy.sum(axis=(0, 2)) if self.has_b else None
+        return gx, gw.reshape(w.shape), gb
+
+
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """2-D convolution. x (N, C, H, W), w (K, C, kh, kw), b (K,) -> (N, K, Ho, Wo)."""
+    if x.ndim != 4:
+        raise ValueError(f'conv2d expects x of shape (N, C, H, W), got {tuple(x.shape)}')
+    if w.ndim != 4:
+        raise ValueError(f'conv2d expects w of shape (K, C, kh, kw), got {tuple(w.shape)}')
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f'conv2d: input has {x.shape[1]} channels but w expects {w.shape[1]} '
+                         f'(w shape {tuple(w.shape)})')
+    if b is not None and tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f'conv2d expects b of shape ({w.shape[0]},), got {tuple(b.shape)}')
+    if int(stride) < 1 or int(padding) < 0:
+        raise ValueError(f'conv2d expects stride >= 1 and padding >= 0, got {stride}, {padding}')
+    Ho = conv_output_size(x.shape[2], w.shape[2], stride, padding)
+    Wo = conv_output_size(x.shape[3], w.shape[3], stride, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f'conv2d: input {tuple(x.shape[2:])} is smaller than the kernel '
+                         f'{tuple(w.shape[2:])} with padding {padding}')
+    return Conv2d.apply(x, w, b, stride=int(stride), padding=int(padding))

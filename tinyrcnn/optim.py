@@ -1,0 +1,106 @@
+"""SGD with momentum, weight decay and parameter groups, and a step learning-rate schedule.
+
+The update is Caffe's, which the Fast R-CNN paper trained with (Sec. 2.3):
+    v <- momentum * v + lr * lr_mult * (g + weight_decay * w)
+    w <- w - v
+Parameter groups carry their own `lr_mult` and `weight_decay`, for the paper's biases that learn
+at twice the base rate with no decay.
+"""
+import numpy as np
+
+from . import backend
+
+
+class SGD:
+    """SGD(params, lr, momentum=0.9, weight_decay=5e-4).
+
+    params: an iterable of Parameters, or of dicts {'params': [...], 'lr_mult': 2.0,
+    'weight_decay': 0.0} (missing keys take the defaults: lr_mult 1, the global weight_decay).
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=5e-4):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f'SGD expects lr, momentum, weight_decay >= 0, got {lr}, {momentum}, '
+                             f'{weight_decay}')
+        params = list(params)
+        if params and not isinstance(params[0], dict):
+            params = [{'params': params}]
+        self.groups = []
+        for g in params:
+            unknown = set(g) - {'params', 'lr_mult', 'weight_decay'}
+            if unknown:
+                raise ValueError(f'unknown parameter-group keys {sorted(unknown)}; expected '
+                                 f"'params', 'lr_mult', 'weight_decay'")
+            self.groups.append({'params': list(g['params']), 'lr_mult': float(g.get('lr_mult', 1.0)),
+                                'weight_decay': float(g.get('weight_decay', weight_decay))})
+        self.lr, self.momentum = lr, momentum
+        self.velocity = {}
+
+    def parameters(self):
+        return [p for g in self.groups for p in g['params']]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def step(self):
+        for g in self.groups:
+            lr, wd = self.lr * g['lr_mult'], g['weight_decay']
+            for p in g['params']:
+                if p.grad is None:
+                    continue
+                xp = backend.get_array_module(p.data)
+                grad = p.grad + wd * p.data if wd else p.grad
+                v = self.velocity.get(id(p))
+                if v is None:
+                    v = xp.zeros_like(p.data)
+                v *= self.momentum
+                v += lr * grad
+                self.velocity[id(p)] = v
+                p.data -= v
+
+    def state_dict(self):
+        """Momentum buffers in parameter order, as NumPy arrays (None where unused)."""
+        bufs = [self.velocity.get(id(p)) for p in self.parameters()]
+        return {'lr': self.lr, 'momentum': self.momentum,
+                'velocity': [None if b is None else backend.to_device(b, 'cpu') for b in bufs]}
+
+    def load_state_dict(self, state):
+        params = self.parameters()
+        if len(state['velocity']) != len(params):
+            raise ValueError(f"optimiser state has {len(state['velocity'])} buffers for "
+                             f'{len(params)} parameters')
+        self.lr, self.momentum = state['lr'], state['momentum']
+        self.velocity = {}
+        for p, b in zip(params, state['velocity']):
+            if b is not None:
+                self.velocity[id(p)] = backend.to_device(np.asarray(b, dtype=p.dtype), p.device)
+
+
+class StepLR:
+    """Multiply the optimiser's base lr by `gamma` every `step_size` iterations (or at `milestones`)."""
+
+    def __init__(self, optimizer, step_size=None, gamma=0.1, milestones=None):
+        if (step_size is None) == (milestones is None):
+            raise ValueError('StepLR needs exactly one of step_size or milestones')
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.milestones = sorted(milestones) if milestones is not None else None
+        self.base_lr, self.iteration = optimizer.lr, 0
+
+    def lr_at(self, iteration):
+        if self.milestones is not None:
+            drops = sum(1 for m in self.milestones if iteration >= m)
+        else:
+            drops = iteration // self.step_size
+        return self.base_lr * self.gamma ** drops
+
+    def step(self):
+        self.iteration += 1
+        self.optimizer.lr = self.lr_at(self.iteration)
+
+    def state_dict(self):
+        return {'iteration': self.iteration, 'base_lr': self.base_lr}
+
+    def load_state_dict(self, state):
+        self.iteration, self.base_lr = state['iteration'], state['base_lr']
+        self.optimizer.lr = self.lr_at(self.iteration)

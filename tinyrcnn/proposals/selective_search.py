@@ -1,0 +1,306 @@
+"""Selective search region proposals, after Uijlings et al., "Selective Search for Object
+Recognition", IJCV 2013 (the proposals R-CNN and Fast R-CNN were trained and tested on).
+
+Sec. 3.1, hierarchical grouping: over-segment the image (Felzenszwalb & Huttenlocher, 2004), then
+repeatedly merge the two most similar *neighbouring* regions until a single region is left. Every
+region ever formed -- the initial segments, every merge, the whole image -- is a hypothesis, and its
+bounding box is a proposal.
+Sec. 3.2, diversification: repeat the grouping in several colour spaces, from initial segmentations
+of several scales k, with several combinations of the similarity terms (colour, texture, size, fill).
+Sec. 3.3, combining locations: rank the union of all hierarchies by (position in the hierarchy) x RND,
+keep the first copy of each box.
+
+Run `python -m tinyrcnn.proposals.selective_search` for a timing on a ~500x375 photograph.
+"""
+import heapq
+import os
+import time
+import zipfile
+
+import numpy as np
+from scipy import ndimage
+from skimage import color
+from skimage.segmentation import felzenszwalb
+
+from ..utils import atomic_write, progress
+
+# Sec. 4 / Table 5: colour spaces, Felzenszwalb scales k, similarity sets
+# (C colour, T texture, S size, F fill). 'single' is the paper's best single strategy.
+MODES = {
+    'single': (('hsv',), (100,), ('CTSF',)),
+    'fast': (('hsv', 'lab'), (50, 100), ('CTSF', 'TSF')),
+    'quality': (('hsv', 'lab', 'rgi', 'h', 'i'), (50, 100, 150, 300), ('CTSF', 'TSF', 'F', 'S')),
+}
+COLOUR_BINS = 25       # Sec. 3.2: 25 bins per colour channel
+ORIENTATIONS = 8       # Sec. 3.2: Gaussian derivatives in 8 orientations, sigma = 1 ...
+TEXTURE_BINS = 10      # ... 10 bins per orientation and channel
+SIGMA = 0.8            # Felzenszwalb's smoothing, as in the paper's code
+
+
+def colour_space(image, name):
+    """(H, W, 3) uint8 RGB -> (H, W, C) float64, every channel scaled to [0, 1].
+
+    The [0, 1] range matters twice: the histograms bin it uniformly, and skimage's Felzenszwalb
+    then uses k on the same scale as the reference code does on 0..255 values.
+    """
+    rgb = image.astype(np.float64) / 255
+    if name == 'hsv':
+        return color.rgb2hsv(rgb)
+    if name == 'lab':                                   # L in [0, 100], a and b in about [-128, 127]
+        return np.clip((color.rgb2lab(rgb) + [0, 128, 128]) / [100, 255, 255], 0, 1)
+    if name == 'h':
+        return color.rgb2hsv(rgb)[..., :1]
+    intensity = rgb.mean(axis=2, keepdims=True)
+    if name == 'i':
+        return intensity
+    if name == 'rgi':                                   # normalised r, g (shadow invariant) and intensity
+        total = rgb.sum(axis=2, keepdims=True)
+        rg = np.where(total > 0, rgb[..., :2] / np.maximum(total, 1e-12), 1 / 3)
+        return np.concatenate([rg, intensity], axis=2)
+    raise ValueError(f"unknown colour space {name!r}; expected 'hsv', 'lab', 'rgi', 'h' or 'i'")
+
+
+def _colour_bins(img):
+    """(H, W, C) in [0, 1] -> (H*W, C) index of each pixel's bin in the C*25-bin colour histogram."""
+    H, W, C = img.shape
+    bins = np.minimum((img * COLOUR_BINS).astype(np.int64), COLOUR_BINS - 1)
+    return bins.reshape(H * W, C) + np.arange(C) * COLOUR_BINS
+
+
+def _texture_bins(img):
+    """(H, W, C) -> (H*W, 8*C) bin index of each pixel in the C*8*10-bin texture histogram.
+
+    Sec. 3.2 (texture similarity, a SIFT-like measure): per channel, the derivative of a Gaussian
+    (sigma = 1) in 8 directions 45 degrees apart, each half-wave rectified (opposite directions
+    keep the sign of the edge), binned in 10 bins from 0 to the channel's 99th percentile of
+    gradient magnitude. (Binning up to the maximum lets a few strong edges push nearly every
+    pixel into the first bin, and every texture histogram looks alike.)
+    """
+    H, W, C = img.shape
+    half = ORIENTATIONS // 2
+    bins = np.empty((H * W, C * ORIENTATIONS), dtype=np.int16)
+    for c in range(C):
+        gx = ndimage.gaussian_filter(img[..., c], 1.0, order=(0, 1), output=np.float32).ravel()
+        gy = ndimage.gaussian_filter(img[..., c], 1.0, order=(1, 0), output=np.float32).ravel()
+        top = np.percentile(np.hypot(gx, gy), 99)
+        scale = np.float32(TEXTURE_BINS / top if top > 0 else 0)
+        for o in range(half):
+            theta = o * np.pi / half
+            d = (np.float32(np.cos(theta) * scale) * gx + np.float32(np.sin(theta) * scale) * gy)
+            for column, r in ((o, d), (o + half, -d)):           # theta and theta + 180 degrees
+                column += c * ORIENTATIONS
+                bins[:, column] = np.clip(r, 0, TEXTURE_BINS - 1)
+                bins[:, column] += column * TEXTURE_BINS
+    return bins
+
+
+def _histograms(labels, n, bins, D):
+    """Per-region L1-normalised histograms (n, D) from per-pixel bin indices (H*W, K), by one bincount."""
+    h = np.bincount((labels[:, None] * D + bins).ravel(), minlength=n * D).reshape(n, D)
+    return h / h.sum(axis=1, keepdims=True)
+
+
+def initial_regions(labels, colour_bins, texture_bins):
+    """Features of the segments of a label image (H, W), labels 0..n-1.
+
+    Returns size (n,), boxes (n, 4) inclusive [x1, y1, x2, y2], colour (n, 25*C) and texture
+    (n, 80*C) histograms, and the neighbouring pairs (E, 2) with i < j (4-connectivity).
+    """
+    H, W = labels.shape
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    size = np.bincount(flat, minlength=n).astype(np.float64)
+    boxes = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1]
+                      for s in ndimage.find_objects(labels + 1)], dtype=np.float64)
+    C = colour_bins.shape[1]
+    colour = _histograms(flat, n, colour_bins, C * COLOUR_BINS)
+    texture = _histograms(flat, n, texture_bins, C * ORIENTATIONS * TEXTURE_BINS)
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    touching = a != b
+    a, b = a[touching], b[touching]
+    keys = np.unique(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+    pairs = np.stack([keys // n, keys % n], axis=1)
+    return size, boxes, colour, texture, pairs
+
+
+def group(size, boxes, colour, texture, pairs, measures, image_size):
+    """Sec. 3.1 hierarchical grouping with the similarity terms in `measures` (a subset of 'CTSF').
+
+    Merged regions get size-weighted averages of the histograms (Sec. 3.2: propagated, not
+    recomputed). A pair's similarity never changes while both regions live, so the heap keeps
+    stale pairs and skips them when popped. Returns the boxes (2n-1, 4) in the order the regions
+    were created: the n initial segments, then one region per merge, the whole image last.
+    """
+    n = len(size)
+    total = 2 * n - 1
+    S = np.zeros(total)
+    S[:n] = size
+    B = np.zeros((total, 4))
+    B[:n] = boxes
+    # colour + texture intersection == intersection of the concatenated histograms
+    parts = [h for term, h in (('C', colour), ('T', texture)) if term in measures]
+    hist = None
+    if parts:
+        hist = np.zeros((total, sum(p.shape[1] for p in parts)))
+        hist[:n] = np.concatenate(parts, axis=1)
+    use_size, use_fill = 'S' in measures, 'F' in measures
+
+    def similarity(i, j):                                  # i: int or (E,), j: (E,)
+        s = np.zeros(len(j))
+        if hist is not None:
+            s += np.minimum(hist[i], hist[j]).sum(axis=-1)
+        if use_size:                                       # merge small regions early
+            s += 1 - (S[i] + S[j]) / image_size
+        if use_fill:                                       # prefer regions that fill each other's gaps
+            w = np.maximum(B[i, 2], B[j, 2]) - np.minimum(B[i, 0], B[j, 0]) + 1
+            h = np.maximum(B[i, 3], B[j, 3]) - np.minimum(B[i, 1], B[j, 1]) + 1
+            s += 1 - (w * h - S[i] - S[j]) / image_size
+        return s
+
+    neighbours = [set() for _ in range(n)]
+    a, b = pairs[:, 0].tolist(), pairs[:, 1].tolist()
+    for i, j in zip(a, b):
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    heap = list(zip((-similarity(pairs[:, 0], pairs[:, 1])).tolist(), a, b))
+    heapq.heapify(heap)
+    alive = [True] * n + [False] * (n - 1)
+    t = n
+    while t < total and heap:
+        _, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j]):
+            continue
+        alive[i] = alive[j] = False
+        alive[t] = True
+        S[t] = S[i] + S[j]
+        B[t, :2] = np.minimum(B[i, :2], B[j, :2])
+        B[t, 2:] = np.maximum(B[i, 2:], B[j, 2:])
+        if hist is not None:
+            hist[t] = (S[i] * hist[i] + S[j] * hist[j]) / S[t]
+        nb = (neighbours[i] | neighbours[j]) - {i, j}
+        neighbours[i] = neighbours[j] = None
+        neighbours.append(nb)
+        for m in nb:
+            nm = neighbours[m]
+            nm.discard(i)
+            nm.discard(j)
+            nm.add(t)
+        if nb:
+            m = np.fromiter(nb, dtype=np.int64, count=len(nb))
+            for s, k in zip((-similarity(t, m)).tolist(), m.tolist()):
+                heapq.heappush(heap, (s, k, t))
+        t += 1
+    return B[:t]
+
+
+def _check_image(image):
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f'selective_search expects an (H, W, 3) uint8 RGB image, '
+                         f'got shape {image.shape} and dtype {image.dtype}')
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f'selective_search expects an image of at least 2x2 pixels, got {image.shape}')
+    return image
+
+
+def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2):
+    """Selective search object proposals (Uijlings et al., IJCV 2013).
+
+    image: (H, W, 3) uint8 RGB. mode: 'single' (HSV, k=100, C+T+S+F: one hierarchy), 'fast'
+    (HSV and Lab x k in {50, 100} x {C+T+S+F, T+S+F}: 8 hierarchies) or 'quality' (5 colour
+    spaces x 4 k x 4 similarity sets: 80 hierarchies). Boxes narrower or lower than `min_size`
+    pixels are dropped. `seed` fixes the random part of the ranking (Sec. 3.3).
+
+    Returns (P, 4) float32 boxes [x1, y1, x2, y2], 0-based inclusive pixel corners, best-ranked
+    first, no two alike, P <= max_proposals.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if int(max_proposals) != max_proposals or max_proposals < 1:
+        raise ValueError(f'max_proposals must be a positive integer, got {max_proposals!r}')
+    image = _check_image(image)
+    H, W = image.shape[:2]
+    spaces, scales, measure_sets = MODES[mode]
+    rng = np.random.default_rng(seed)
+    boxes, values = [], []
+    for space in spaces:
+        img = colour_space(image, space)                         # (H, W, C)
+        colour_bins, texture_bins = _colour_bins(img), _texture_bins(img)
+        for k in scales:
+            # Felzenszwalb's min_size = k, as in the paper's code; one segmentation serves
+            # every similarity set
+            labels = felzenszwalb(img, scale=k, sigma=SIGMA, min_size=k, channel_axis=-1)
+            regions = initial_regions(labels, colour_bins, texture_bins)
+            for measures in measure_sets:
+                b = group(*regions, measures, H * W)              # (R, 4), whole image last
+                position = np.arange(len(b), 0, -1)               # whole image: 1, first segment: R
+                boxes.append(b)
+                values.append(position * rng.random(len(b)))      # Sec. 3.3: RND x position
+    boxes = np.concatenate(boxes)[np.argsort(np.concatenate(values), kind='stable')]
+    w, h = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    boxes = boxes[(w >= min_size) & (h >= min_size)].astype(np.int64)
+    # ranked first, duplicates filtered afterwards: the best-ranked copy of each box survives
+    key = ((boxes[:, 0] * H + boxes[:, 1]) * W + boxes[:, 2]) * H + boxes[:, 3]
+    _, first = np.unique(key, return_index=True)
+    return boxes[np.sort(first)[:int(max_proposals)]].astype(np.float32)
+
+
+def _write_npz(f, arrays):
+    """np.savez without its keyword names (an id called 'file' must not clash)."""
+    with zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, a in arrays.items():
+            with zf.open(key + '.npy', 'w', force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
+
+
+def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=2000):
+    """Selective search boxes for every image of `dataset`, cached in one .npz file.
+
+    dataset: has len() and ds[i] -> dict with 'image' (H, W, 3) uint8 and 'id' (an `ids` list is
+    used when present, so a complete cache is read without decoding any image). The cache holds
+    one (P, 4) float32 array per image id plus the mode and max_proposals it was made with;
+    boxes already cached with the same settings are reused, missing ones computed, and the file
+    rewritten atomically. Returns a dict id -> (P, 4) float32 boxes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    ids = getattr(dataset, 'ids', None)
+    if ids is None or len(ids) != len(dataset):
+        ids = [dataset[i]['id'] for i in range(len(dataset))]
+    cached = {}
+    if os.path.exists(cache_path):
+        try:
+            with np.load(cache_path, allow_pickle=False) as z:
+                same = ('__mode__' in z.files and str(z['__mode__']) == mode
+                        and '__max_proposals__' in z.files and int(z['__max_proposals__']) == max_proposals)
+                if same:
+                    wanted = set(z.files) & {str(i) for i in ids}
+                    cached = {key: z[key] for key in wanted}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); delete it to recompute') from e
+    missing = [i for i, image_id in enumerate(ids) if str(image_id) not in cached]
+    if missing:
+        for i in progress(missing, desc=f'selective search ({mode})'):
+            item = dataset[i]
+            cached[str(item['id'])] = selective_search(item['image'], mode, max_proposals)
+        arrays = {'__mode__': np.array(mode), '__max_proposals__': np.array(max_proposals), **cached}
+        atomic_write(cache_path, lambda f: _write_npz(f, arrays))
+    return {image_id: cached[str(image_id)] for image_id in ids}
+
+
+def bench_selective_search(mode='fast', repeats=3):
+    """Seconds per image of selective_search on skimage's coffee photograph resized to 500x375."""
+    from skimage import data
+    from skimage.transform import resize
+    image = (resize(data.coffee(), (375, 500), anti_aliasing=True) * 255).round().astype(np.uint8)
+    selective_search(image, mode)                             # warm-up (imports, caches)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        selective_search(image, mode)
+    return (time.perf_counter() - start) / repeats
+
+
+if __name__ == '__main__':
+    for m in ('single', 'fast'):
+        print(f'selective_search mode={m!r}: {bench_selective_search(m):.3f} s per 500x375 image')

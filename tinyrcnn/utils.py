@@ -1,0 +1,90 @@
+"""Small helpers shared by the whole package: a progress bar, atomic file writes, seeding."""
+import os
+import sys
+import time
+import tempfile
+import contextlib
+
+
+def progress(iterable, total=None, desc='', file=None, every=0.2, postfix=None):
+    """Wrap an iterable and draw a one-line text progress bar on stderr.
+
+    `postfix` is a callable returning a short string (for example running losses); it is
+    called each time the bar is redrawn. The bar is silent when `file` is not a terminal
+    and TINYRCNN_QUIET is set, so tests and CI logs stay short.
+    """
+    file = file or sys.stderr
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    quiet = bool(os.environ.get('TINYRCNN_QUIET'))
+    start = last = time.time()
+
+    def draw(i, final=False):
+        elapsed = time.time() - start
+        rate = i / elapsed if elapsed > 0 else 0.0
+        extra = (' ' + postfix()) if postfix is not None else ''
+        if total:
+            frac = i / total
+            bar = '#' * int(24 * frac) + '-' * (24 - int(24 * frac))
+            eta = (total - i) / rate if rate > 0 else 0.0
+            line = f'\r{desc} [{bar}] {i}/{total} {elapsed:5.1f}s<{eta:5.1f}s{extra}'
+        else:
+            line = f'\r{desc} {i} {elapsed:5.1f}s{extra}'
+        file.write(line + ('\n' if final else ''))
+        file.flush()
+
+    i = 0
+    for item in iterable:
+        yield item
+        i += 1
+        now = time.time()
+        if not quiet and now - last >= every:
+            draw(i)
+            last = now
+    if not quiet:
+        draw(i, final=True)
+
+
+def atomic_write(path, write_fn, mode='wb'):
+    """Write a file so that readers see either the old or the complete new one.
+
+    `write_fn(f)` writes into a temporary file in the same folder, which is then
+    renamed over `path` (an atomic rename on POSIX): a run killed half-way loses nothing.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+_rng = [None]
+
+
+def manual_seed(seed):
+    """Seed tinyrcnn's random numbers (parameter init, dropout, sampling), and CuPy's if in use."""
+    import numpy as np
+    from . import backend
+    _rng[0] = np.random.default_rng(seed)
+    if backend._cupy() is not None and backend.cuda_available():
+        backend._cupy().random.seed(seed)
+
+
+def rng():
+    """The package's NumPy random Generator (seeded by manual_seed; seed 0 until then)."""
+    import numpy as np
+    if _rng[0] is None:
+        _rng[0] = np.random.default_rng(0)
+    return _rng[0]
