@@ -311,9 +311,12 @@ def test_only_whitelisted_globals(tmp_path, obj, needle):
 
 
 def test_view_outside_storage_is_refused(tmp_path):
-    t = rebuild(('storage', FLOAT, '0', 'cpu', 4), 2, (2, 2), (2, 1))  # needs element 5 of 4
-    path = write_zip(tmp_path / 'x.pth', {'w': t}, {'0': np.zeros(4, np.float32)})
-    assert 'element 5' in one_line_error(path)
+    data = {'0': np.arange(4, dtype=np.float32)}
+    fits = rebuild(('storage', FLOAT, '0', 'cpu', 4), 0, (2, 2), (2, 1))  # elements 0..3
+    assert load_weights(write_zip(tmp_path / 'ok.pth', {'w': fits}, data))['w'].sum() == 6
+    t = rebuild(('storage', FLOAT, '0', 'cpu', 4), 1, (2, 2), (2, 1))  # elements 1..4 of 0..3
+    path = write_zip(tmp_path / 'x.pth', {'w': t}, data)
+    assert 'element 4 of a storage of 4' in one_line_error(path)
 
 
 def test_no_torch_needed_in_a_subprocess():

@@ -193,6 +193,18 @@ class Dropout(Module):
         return f'p={self.p}'
 
 
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f'output_size={self.output_size}'
+
+
 class Flatten(Module):
     """(N, ...) -> (N, prod(...))."""
 

@@ -77,21 +77,18 @@ def _texture_bins(img):
     pixel into the first bin, and every texture histogram looks alike.)
     """
     H, W, C = img.shape
-    half = ORIENTATIONS // 2
-    bins = np.empty((H * W, C * ORIENTATIONS), dtype=np.int16)
+    angles = np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)
+    directions = np.stack([np.cos(angles), np.sin(angles)]).astype(np.float32)   # (2, 8)
+    r = np.empty((H * W, C, ORIENTATIONS), dtype=np.float32)
     for c in range(C):
-        gx = ndimage.gaussian_filter(img[..., c], 1.0, order=(0, 1), output=np.float32).ravel()
-        gy = ndimage.gaussian_filter(img[..., c], 1.0, order=(1, 0), output=np.float32).ravel()
+        gx, gy = (ndimage.gaussian_filter(img[..., c], 1.0, order=order, output=np.float32).reshape(-1, 1)
+                  for order in ((0, 1), (1, 0)))                                  # (H*W, 1) each
         top = np.percentile(np.hypot(gx, gy), 99)
-        scale = np.float32(TEXTURE_BINS / top if top > 0 else 0)
-        for o in range(half):
-            theta = o * np.pi / half
-            d = (np.float32(np.cos(theta) * scale) * gx + np.float32(np.sin(theta) * scale) * gy)
-            for column, r in ((o, d), (o + half, -d)):           # theta and theta + 180 degrees
-                column += c * ORIENTATIONS
-                bins[:, column] = np.clip(r, 0, TEXTURE_BINS - 1)
-                bins[:, column] += column * TEXTURE_BINS
-    return bins
+        dx, dy = directions * np.float32(TEXTURE_BINS / top if top > 0 else 0)
+        r[:, c] = gx * dx + gy * dy                                               # (H*W, 8)
+    np.clip(r, 0, TEXTURE_BINS - 1, out=r)                # rectify, and the top 1% go to the last bin
+    return r.astype(np.int16).reshape(H * W, C * ORIENTATIONS) + \
+        np.arange(C * ORIENTATIONS, dtype=np.int16) * TEXTURE_BINS
 
 
 def _histograms(labels, n, bins, D):
@@ -147,15 +144,15 @@ def group(size, boxes, colour, texture, pairs, measures, image_size):
     use_size, use_fill = 'S' in measures, 'F' in measures
 
     def similarity(i, j):                                  # i: int or (E,), j: (E,)
-        s = np.zeros(len(j))
-        if hist is not None:
-            s += np.minimum(hist[i], hist[j]).sum(axis=-1)
+        s = np.minimum(hist[i], hist[j]).sum(axis=-1) if hist is not None else np.zeros(len(j))
+        if use_fill:                                       # prefer regions that fill each other's gaps
+            bi, bj = B[i], B[j]
+            w = np.maximum(bi[..., 2], bj[:, 2]) - np.minimum(bi[..., 0], bj[:, 0]) + 1
+            h = np.maximum(bi[..., 3], bj[:, 3]) - np.minimum(bi[..., 1], bj[:, 1]) + 1
+            # size + fill = 2 - box/area: the region sizes cancel
+            return s + (2 - w * h / image_size if use_size else 1 - (w * h - S[i] - S[j]) / image_size)
         if use_size:                                       # merge small regions early
             s += 1 - (S[i] + S[j]) / image_size
-        if use_fill:                                       # prefer regions that fill each other's gaps
-            w = np.maximum(B[i, 2], B[j, 2]) - np.minimum(B[i, 0], B[j, 0]) + 1
-            h = np.maximum(B[i, 3], B[j, 3]) - np.minimum(B[i, 1], B[j, 1]) + 1
-            s += 1 - (w * h - S[i] - S[j]) / image_size
         return s
 
     neighbours = [set() for _ in range(n)]

@@ -1,0 +1,2 @@
+"""Networks: VGG16 (and the small vgg-tiny), Fast R-CNN, Faster R-CNN."""
+from .vgg import VGG, vgg16, vgg_tiny, make_features, VGG16_CFG, VGG_TINY_CFG

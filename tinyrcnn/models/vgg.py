@@ -1,0 +1,61 @@
+"""VGG16 in torchvision's layout, and "vgg-tiny", the same structure made small for CPUs.
+
+Simonyan & Zisserman (2015); Fast R-CNN (Sec. 2.2) starts from VGG16 pretrained on ImageNet.
+Parameter names match torchvision's state dict (`features.0.weight` ... `classifier.6.bias`),
+so a torchvision `.pth` file loads as it is (read without PyTorch by `tinyrcnn.weights`).
+"""
+from .. import nn
+
+# Channels per conv layer, 'M' for a 2x2 max pool (configuration "D" of the VGG paper).
+VGG16_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')
+# vgg-tiny: the same five stages and stride 16 before the last pool, narrower and shallower.
+VGG_TINY_CFG = (16, 'M', 32, 'M', 64, 64, 'M', 96, 96, 'M', 128, 128, 'M')
+
+
+def make_features(cfg, in_channels=3):
+    """3x3 conv (padding 1) + ReLU for each number in cfg, a 2x2 max pool for each 'M'."""
+    layers = []
+    for v in cfg:
+        if v == 'M':
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(in_channels, v, 3, padding=1), nn.ReLU()]
+            in_channels = v
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """features -> avgpool (7x7) -> classifier (fc6, fc7 with dropout, fc8)."""
+
+    def __init__(self, cfg=VGG16_CFG, num_classes=1000, hidden=4096, dropout=0.5):
+        super().__init__()
+        self.cfg = tuple(cfg)
+        self.features = make_features(cfg)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        channels = [v for v in cfg if v != 'M'][-1]
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))           # (N, 512, 7, 7)
+        return self.classifier(x.reshape(x.shape[0], -1))
+
+
+def vgg16(weights=None, num_classes=1000):
+    """VGG16; `weights` is a torchvision `.pth` file or a tinyrcnn `.npz` (read without PyTorch)."""
+    model = VGG(VGG16_CFG, num_classes)
+    if weights is not None:
+        from ..weights import load_weights
+        model.load_state_dict(load_weights(weights))
+    return model
+
+
+def vgg_tiny(weights=None, num_classes=1000, hidden=256):
+    """A small VGG for CPU demos and tests: same stages and stride, ~0.4M conv parameters."""
+    model = VGG(VGG_TINY_CFG, num_classes, hidden=hidden)
+    if weights is not None:
+        from ..weights import load_weights
+        model.load_state_dict(load_weights(weights))
+    return model
