@@ -33,8 +33,8 @@ def test_state_dict_round_trip_and_errors():
     with pytest.raises(ValueError) as e:
         b.load_state_dict(bad)
     msg = str(e.value)
-    assert 'missing keys: 0.bias' in msg and 'unexpected keys: extra.weight' in msg
-    assert '5.weight: model (4, 12), given (4, 13)' in msg
+    assert 'missing: 0.bias (3,)' in msg and 'unexpected: extra.weight (1,)' in msg
+    assert '5.weight: expected (4, 12), given (4, 13)' in msg
     partial = {'0.weight': np.ones((3, 2, 3, 3))}
     b.load_state_dict(partial, strict=False)
     assert (b[0].weight.data == 1).all() and b[0].weight.dtype == np.float32

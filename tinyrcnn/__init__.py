@@ -7,6 +7,6 @@ from .backend import cuda_available, get_array_module
 from .tensor import Tensor, Function, no_grad, concat
 from .gradcheck import gradcheck, rel_error
 from .utils import manual_seed
-from . import functional, nn, optim
+from . import functional, nn, optim, models, data, boxes, eval, proposals, weights
 
 __version__ = '0.1.0'

@@ -85,22 +85,14 @@ class Module:
         """Copy arrays into the parameters, keeping each parameter's device and dtype.
 
         With strict=True, missing keys, unexpected keys and shape mismatches are all listed
-        in one ValueError. With strict=False only shape mismatches are errors.
+        in one ValueError (`weights.check_state_dict`). With strict=False only shape mismatches
+        of the keys both sides have are errors.
         """
+        from .weights import check_state_dict
         params = OrderedDict(self.named_parameters())
-        missing = [k for k in params if k not in state_dict]
-        extra = [k for k in state_dict if k not in params]
-        wrong = [f'  {k}: model {tuple(params[k].shape)}, given {tuple(np.shape(state_dict[k]))}'
-                 for k in params if k in state_dict and tuple(np.shape(state_dict[k])) != params[k].shape]
-        problems = []
-        if strict and missing:
-            problems.append('missing keys: ' + ', '.join(missing))
-        if strict and extra:
-            problems.append('unexpected keys: ' + ', '.join(extra))
-        if wrong:
-            problems.append('shape mismatches:\n' + '\n'.join(wrong))
-        if problems:
-            raise ValueError('load_state_dict failed:\n' + '\n'.join(problems))
+        expected = {k: p.shape for k, p in params.items() if strict or k in state_dict}
+        given = state_dict if strict else {k: v for k, v in state_dict.items() if k in params}
+        check_state_dict(expected, given)
         for k, p in params.items():
             if k in state_dict:
                 value = state_dict[k]

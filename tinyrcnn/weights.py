@@ -57,7 +57,8 @@ _STORAGE_TYPES = {
 
 
 class _DType:
-    """Stand-in for a `torch.<dtype>` global: just its name (not callable)."""
+    """Stand-in for a `torch.<dtype>` or `torch.<Type>Storage` global: the name of the dtype it
+    stands for, and nothing callable."""
 
     def __init__(self, name):
         self.name = name
@@ -115,7 +116,8 @@ _ALLOWED = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that knows only `_ALLOWED`; `storages` collects the storages it meets."""
+    """An unpickler that knows only `_ALLOWED`; `storages` collects key -> dtype name of the
+    storages it meets (the legacy format needs their element sizes afterwards)."""
 
     def __init__(self, file, storages=None):
         super().__init__(file, encoding='utf-8')  # py2-era files pickle names as byte strings
@@ -127,7 +129,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(
                 f"refusing the global '{module}.{name}': only tensors, storages, dtypes and "
-                'OrderedDict may appear in a weights file') from None
+                'OrderedDict may appear in a weights file (save a state_dict, not a model)'
+            ) from None
 
     def persistent_load(self, pid):
         if self.storages is None or not (isinstance(pid, tuple) and len(pid) in (5, 6)

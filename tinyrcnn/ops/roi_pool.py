@@ -63,51 +63,77 @@ def bin_edges(rois, spatial_scale, output_size, H, W):
     return hstart, hend, wstart, wend
 
 
+def _order_keys(x):
+    """int64 keys of x, channels last (N, H, W, C), that order pixels the way the kernel's scan
+    picks its winner: by value, then the earlier pixel (smaller h * W + w) first.
+
+    key = rank(value) << 32 | (2**32 - 1 - (h * W + w)), where rank is any integer that orders
+    like the value (-0.0 ties with 0.0 and every NaN ranks above everything, as in the kernel).
+    The max of keys over a window is then its first maximum, so one np.max gives max and argmax
+    together, and windows may overlap or repeat pixels without changing the answer.
+    """
+    N, C, H, W = x.shape
+    if x.dtype == np.float32:  # the bits of a float32, sign-folded, order like its value
+        bits = np.where(np.isnan(x), np.float32(np.nan), x + np.float32(0)).view(np.int32)
+        rank = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    else:                      # float64 has no spare bits: rank by sorting (slower; for checks)
+        rank = np.unique(x, return_inverse=True)[1].reshape(x.shape)
+    first = 0xFFFFFFFF - np.arange(H * W, dtype=np.int64).reshape(H, W)
+    return ((rank.astype(np.int64) << 32) | first).transpose(0, 2, 3, 1).copy()
+
+
+def _window_indices(start, end, size):
+    """(B, k) indices of bins start:end, each padded to the longest bin, k, by repeating its last
+    index (harmless under max). Empty bins get some valid index; the caller masks them."""
+    k = max(int((end - start).max()), 1)
+    return np.clip(np.minimum(start[:, None] + np.arange(k), end[:, None] - 1), 0, size - 1)
+
+
 def _forward_numpy(x, rois, output_size, spatial_scale):
     """y (R, C, out_h, out_w) and argmax (R, C, out_h, out_w) int64 (h * W + w, -1 if empty).
 
-    One step per RoI, vectorised over channels and bins: every bin's window is gathered at
-    once, padded to the RoI's largest bin with a -inf cell (index H*W) that never beats a real
-    pixel, since a non-empty window starts with a real one and argmax takes the first maximum.
-    """
+    One step per RoI, vectorised over channels and bins; the max over each bin is taken in two
+    passes, over its columns and then over its rows, on the keys of `_order_keys`, which carry
+    the argmax along (the first maximum in scan order h then w, as in the kernel)."""
     N, C, H, W = x.shape
     out_h, out_w = output_size
     R = len(rois)
     hstart, hend, wstart, wend = bin_edges(rois, spatial_scale, output_size, H, W)
+    empty = (hend <= hstart)[:, :, None] | (wend <= wstart)[:, None, :]     # (R, out_h, out_w)
     batch = rois[:, 0].astype(np.int64)
-    planes = np.concatenate([x.reshape(N, C, H * W),
-                             np.full((N, C, 1), -np.inf, dtype=x.dtype)], axis=2)  # (N, C, H*W+1)
-    y = np.zeros((R, C, out_h, out_w), dtype=x.dtype)
-    argmax = np.full((R, C, out_h, out_w), -1, dtype=np.int64)
+    keys = _order_keys(x)                                                   # (N, H, W, C)
+    x_flat = x.ravel()
+    plane = np.arange(C).reshape(C, 1, 1) * (H * W)                        # offset of (n=0, c)
+    y = np.empty((R, C, out_h, out_w), dtype=x.dtype)
+    argmax = np.empty((R, C, out_h, out_w), dtype=np.int64)
     for r in range(R):
-        kh = max(int((hend[r] - hstart[r]).max()), 1)       # tallest / widest bin of this RoI
-        kw = max(int((wend[r] - wstart[r]).max()), 1)
-        rows = hstart[r][:, None] + np.arange(kh)            # (out_h, kh)
-        cols = wstart[r][:, None] + np.arange(kw)            # (out_w, kw)
-        inside = (rows < hend[r][:, None])[:, None, :, None] & (cols < wend[r][:, None])[None, :, None, :]
-        window = np.where(inside, rows[:, None, :, None] * W + cols[None, :, None, :], H * W)
-        window = window.reshape(out_h, out_w, kh * kw)       # (out_h, out_w, K) plane indices
-        values = planes[batch[r]][:, window]                 # (C, out_h, out_w, K)
-        k = values.argmax(axis=3)[..., None]                 # (C, out_h, out_w, 1)
-        empty = ~inside[:, :, 0, 0]                          # (out_h, out_w): no first pixel
-        y[r] = np.where(empty, 0, np.take_along_axis(values, k, axis=3)[..., 0])
-        argmax[r] = np.where(empty, -1, np.take_along_axis(window[None], k, axis=3)[..., 0])
+        rows = _window_indices(hstart[r], hend[r], H)                      # (out_h, kh)
+        cols = _window_indices(wstart[r], wend[r], W)                      # (out_w, kw)
+        h0, h1 = rows.min(), rows.max() + 1
+        best = keys[batch[r], h0:h1][:, cols].max(axis=2)                  # (h1-h0, out_w, C)
+        best = best[rows - h0].max(axis=1)                                  # (out_h, out_w, C)
+        at = (0xFFFFFFFF - (best & 0xFFFFFFFF)).transpose(2, 0, 1)         # (C, out_h, out_w)
+        value = x_flat.take(batch[r] * (C * H * W) + plane + at)           # (C, out_h, out_w)
+        argmax[r] = np.where(empty[r], -1, at)
+        y[r] = np.where(empty[r], 0, value)
     return y, argmax
 
 
-def _backward_numpy(gy, argmax, rois, shape):
+def _backward_numpy(gy, argmax, rois, shape, chunk=64):
     """gx (N, C, H, W): gx[n, c].flat[argmax] += gy for every output; empty bins are skipped.
 
     np.add.at adds in output order in the array's own float type, exactly like the kernel run
-    on the CPU (kernels/cpu.py), so the two agree bit for bit."""
+    on the CPU (kernels/cpu.py), so the two agree bit for bit. Chunks of RoIs keep the index
+    arrays small; empty bins add into one spare slot past the end, which is dropped."""
     N, C, H, W = shape
     R = len(rois)
-    plane = rois[:, 0].astype(np.int64)[:, None] * C + np.arange(C)          # (R, C): n*C + c
-    flat = (plane[:, :, None, None] * (H * W) + argmax).ravel()              # into gx.ravel()
-    hit = argmax.ravel() >= 0
-    gx = np.zeros(N * C * H * W, dtype=gy.dtype)
-    np.add.at(gx, flat[hit], gy.reshape(R * C * argmax.shape[2] * argmax.shape[3])[hit])
-    return gx.reshape(shape)
+    gx = np.zeros(N * C * H * W + 1, dtype=gy.dtype)
+    plane = (rois[:, 0].astype(np.int64)[:, None] * C + np.arange(C)) * (H * W)  # (R, C)
+    for r in range(0, R, chunk):
+        at = argmax[r:r + chunk]                                           # (chunk, C, out_h, out_w)
+        flat = np.where(at >= 0, plane[r:r + chunk, :, None, None] + at, N * C * H * W)
+        np.add.at(gx, flat.ravel(), gy[r:r + chunk].ravel())
+    return gx[:-1].reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,13 +68,16 @@ def _colour_bins(img):
 
 
 def _texture_bins(img):
-    """(H, W, C) -> (H*W, 8*C) bin index of each pixel in the C*8*10-bin texture histogram.
+    """Per-pixel texture bins of (H, W, C): the non-empty entries (pixels (M,), bins (M,)) of the
+    (H*W, 8*C) table of bin indices into the C*8*10-bin texture histogram.
 
     Sec. 3.2 (texture similarity, a SIFT-like measure): per channel, the derivative of a Gaussian
     (sigma = 1) in 8 directions 45 degrees apart, each half-wave rectified (opposite directions
     keep the sign of the edge), binned in 10 bins from 0 to the channel's 99th percentile of
     gradient magnitude. (Binning up to the maximum lets a few strong edges push nearly every
-    pixel into the first bin, and every texture histogram looks alike.)
+    pixel into the first bin, and every texture histogram looks alike.) Most responses still land
+    in the first bin (half of them are rectified to 0), so only the others are listed; the first
+    bin's count follows from the region size.
     """
     H, W, C = img.shape
     angles = np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)
@@ -86,32 +89,33 @@ def _texture_bins(img):
         top = np.percentile(np.hypot(gx, gy), 99)
         dx, dy = directions * np.float32(TEXTURE_BINS / top if top > 0 else 0)
         r[:, c] = gx * dx + gy * dy                                               # (H*W, 8)
-    np.clip(r, 0, TEXTURE_BINS - 1, out=r)                # rectify, and the top 1% go to the last bin
-    return r.astype(np.int16).reshape(H * W, C * ORIENTATIONS) + \
-        np.arange(C * ORIENTATIONS, dtype=np.int16) * TEXTURE_BINS
-
-
-def _histograms(labels, n, bins, D):
-    """Per-region L1-normalised histograms (n, D) from per-pixel bin indices (H*W, K), by one bincount."""
-    h = np.bincount((labels[:, None] * D + bins).ravel(), minlength=n * D).reshape(n, D)
-    return h / h.sum(axis=1, keepdims=True)
+    r = r.reshape(-1)
+    listed = np.flatnonzero(r >= 1)                       # the entries beyond the first bin
+    bins = np.minimum(r[listed], TEXTURE_BINS - 1).astype(np.int64)   # the top 1% go to the last bin
+    pixels, column = np.divmod(listed, C * ORIENTATIONS)
+    return pixels, column * TEXTURE_BINS + bins
 
 
 def initial_regions(labels, colour_bins, texture_bins):
     """Features of the segments of a label image (H, W), labels 0..n-1.
 
-    Returns size (n,), boxes (n, 4) inclusive [x1, y1, x2, y2], colour (n, 25*C) and texture
-    (n, 80*C) histograms, and the neighbouring pairs (E, 2) with i < j (4-connectivity).
+    Returns size (n,), boxes (n, 4) inclusive [x1, y1, x2, y2], L1-normalised colour (n, 25*C)
+    and texture (n, 80*C) histograms, and the neighbouring pairs (E, 2) with i < j (4-connectivity).
+    Each histogram is one bincount over (label, bin) codes.
     """
-    H, W = labels.shape
     n = int(labels.max()) + 1
     flat = labels.ravel()
     size = np.bincount(flat, minlength=n).astype(np.float64)
     boxes = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1]
                       for s in ndimage.find_objects(labels + 1)], dtype=np.float64)
-    C = colour_bins.shape[1]
-    colour = _histograms(flat, n, colour_bins, C * COLOUR_BINS)
-    texture = _histograms(flat, n, texture_bins, C * ORIENTATIONS * TEXTURE_BINS)
+    D = colour_bins.shape[1] * COLOUR_BINS
+    colour = np.bincount((flat[:, None] * D + colour_bins).ravel(), minlength=n * D).reshape(n, D)
+    colour = colour / colour.sum(axis=1, keepdims=True)
+    pixels, bins = texture_bins
+    D = colour_bins.shape[1] * ORIENTATIONS * TEXTURE_BINS
+    texture = np.bincount(flat[pixels] * D + bins, minlength=n * D).reshape(n, -1, TEXTURE_BINS)
+    texture[:, :, 0] = size[:, None] - texture.sum(axis=2)          # the first bin: all the rest
+    texture = texture.reshape(n, D) / (size[:, None] * (D // TEXTURE_BINS))
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     touching = a != b
