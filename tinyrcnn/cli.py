@@ -31,6 +31,122 @@ def cmd_convert_weights(args):
     print(f'wrote {n} arrays to {args.dst}')
 
 
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args.out, model=args.model, seed=args.seed, device=args.device,
+             iterations=args.iterations)
+
+
+def _dataset(root, split):
+    import os
+    from .data import VOCDetection
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'data set folder not found: {root}')
+    return VOCDetection(root, split)
+
+
+def _proposals(ds, root, mode='fast', max_proposals=2000):
+    from .demo import dataset_proposals
+    return dataset_proposals(ds, root, mode, max_proposals)
+
+
+def _settings(pairs):
+    """--set key=value pairs -> dict, values parsed as JSON where they parse."""
+    import json
+    out = {}
+    for pair in pairs or []:
+        if '=' not in pair:
+            raise ValueError(f'--set expects key=value, got {pair!r}')
+        k, v = pair.split('=', 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def cmd_train(args):
+    import os
+    from .train import TrainConfig, Trainer
+    ds = _dataset(args.data, args.split)
+    settings = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed)
+    if args.iterations:
+        settings['iterations'] = args.iterations
+    settings.update(_settings(args.set))
+    cfg = TrainConfig.from_dict(settings)
+    if cfg.weights and not os.path.exists(cfg.weights):
+        raise FileNotFoundError(f'weights file not found: {cfg.weights}')
+    props = _proposals(ds, args.data, args.proposal_mode)
+    trainer = Trainer(cfg, ds, props, args.out)
+    if args.resume:
+        trainer.load_checkpoint()
+        print(f'resumed at iteration {trainer.iteration}')
+    trainer.run()
+    path = trainer.export(os.path.join(args.out, 'model'))
+    print(f'model saved to {path}')
+
+
+def _load(path, device):
+    from .train import load_model
+    return load_model(path, device)
+
+
+def cmd_test(args):
+    import os
+    from .detect import evaluate_model
+    from .eval import format_ap_table, plot_pr_curves
+    model, info = _load(args.weights, args.device)
+    ds = _dataset(args.data, args.split)
+    props = _proposals(ds, args.data, args.proposal_mode)
+    scales = tuple(args.scales) if args.scales else tuple(info['scales'])
+    result, _, spi = evaluate_model(model, ds, props, scales=scales, max_size=info['max_size'],
+                                    source=info['source'], use_07_metric=not args.area_ap)
+    print(format_ap_table(result))
+    os.makedirs(args.out, exist_ok=True)
+    plot_pr_curves(result, os.path.join(args.out, 'pr_curves.png'))
+    print(f'{spi * 1000:.0f} ms per image (proposals excluded); PR curves in {args.out}/pr_curves.png')
+    metric = 'VOC07 11-point' if not args.area_ap else 'area'
+    print(f"mAP@0.5 ({metric}): {result['map']:.3f}")
+
+
+def cmd_detect(args):
+    import os
+    import time
+    import numpy as np
+    from .data.voc import read_image
+    from .detect import detect, draw_detections
+    from .proposals import selective_search
+    if not os.path.exists(args.image):
+        raise FileNotFoundError(f'image not found: {args.image}')
+    model, info = _load(args.weights, args.device)
+    image = read_image(args.image)
+    t = time.time()
+    if args.proposals:
+        props = np.load(args.proposals, allow_pickle=False)
+    else:
+        props = selective_search(image, mode=args.proposal_mode)
+    t_props = time.time() - t
+    t = time.time()
+    dets = detect(model, image, props, scales=tuple(info['scales']), max_size=info['max_size'],
+                  source=info['source'], score_thresh=args.threshold)
+    t_det = time.time() - t
+    names = info['class_names']
+    for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
+        if score >= args.show:
+            x1, y1, x2, y2 = box
+            print(f'{names[label - 1]:>12} {score:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]')
+    out = args.out or os.path.splitext(os.path.basename(args.image))[0] + '_detections.png'
+    draw_detections(image, dets, names, out, score_min=args.show)
+    print(f'{len(props)} proposals in {t_props:.2f} s, detection {t_det:.2f} s; picture: {out}')
+
+
+def cmd_proposals(args):
+    ds = _dataset(args.data, args.split)
+    props = _proposals(ds, args.data, args.mode, args.max_proposals)
+    n = sum(len(p) for p in props.values())
+    print(f'{len(props)} images, {n / max(1, len(props)):.0f} proposals per image, cached in {args.data}')
+
+
 def build_parser():
     p = _Parser(prog='python -m tinyrcnn',
                 description='Fast R-CNN and Faster R-CNN from scratch on NumPy/CuPy.')
@@ -42,6 +158,58 @@ def build_parser():
                    help='comma-separated subset: vgg,roi_pool,nms,selective_search')
     b.add_argument('--repeats', type=int, default=3)
     b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser('demo', help='synthetic data -> train -> evaluate -> pictures')
+    d.add_argument('--model', choices=['fast', 'faster'], default='fast')
+    d.add_argument('--out', default='out/demo')
+    d.add_argument('--seed', type=int, default=0)
+    d.add_argument('--device', default=None, help="'cpu' or 'cuda' (default: cuda if available)")
+    d.add_argument('--iterations', type=int, default=None, help='override the training length')
+    d.set_defaults(fn=cmd_demo)
+
+    t = sub.add_parser('train', help='train Fast R-CNN on a VOC-format data set')
+    t.add_argument('--data', required=True, help='VOC-format root (Annotations/, JPEGImages/, ...)')
+    t.add_argument('--split', default='trainval')
+    t.add_argument('--trunk', default='vgg16', choices=['vgg16', 'vgg-tiny'])
+    t.add_argument('--weights', default=None, help='pretrained VGG16 (.pth or .npz)')
+    t.add_argument('--iterations', type=int, default=None)
+    t.add_argument('--out', default='runs/fast_rcnn')
+    t.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.npz')
+    t.add_argument('--device', default='cpu')
+    t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--proposal-mode', default='fast')
+    t.add_argument('--set', nargs='*', metavar='KEY=VALUE',
+                   help='any TrainConfig setting, e.g. --set lr=0.002 scales=[480,600]')
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser('test', help='evaluate a trained model (per-class AP, mAP, PR curves)')
+    e.add_argument('--weights', default='out/demo/model', help='model saved by train or demo')
+    e.add_argument('--data', default='out/demo/data')
+    e.add_argument('--split', default='test')
+    e.add_argument('--out', default='out/test')
+    e.add_argument('--device', default='cpu')
+    e.add_argument('--scales', type=int, nargs='*', help='test scales (several: pyramid)')
+    e.add_argument('--area-ap', action='store_true', help='VOC2010+ area AP instead of 11-point')
+    e.add_argument('--proposal-mode', default='fast')
+    e.set_defaults(fn=cmd_test)
+
+    g = sub.add_parser('detect', help='detect objects in one image')
+    g.add_argument('image')
+    g.add_argument('--weights', default='out/demo/model', help='model saved by train or demo')
+    g.add_argument('--out', default=None, help='PNG to write (default: IMAGE_detections.png)')
+    g.add_argument('--proposals', default=None, help='.npy of (P, 4) boxes (default: selective search)')
+    g.add_argument('--proposal-mode', default='fast')
+    g.add_argument('--threshold', type=float, default=0.05)
+    g.add_argument('--show', type=float, default=0.5, help='print and draw scores above this')
+    g.add_argument('--device', default='cpu')
+    g.set_defaults(fn=cmd_detect)
+
+    r = sub.add_parser('proposals', help='precompute and cache selective search for a data set')
+    r.add_argument('--data', required=True)
+    r.add_argument('--split', default='trainval')
+    r.add_argument('--mode', default='fast', choices=['single', 'fast', 'quality'])
+    r.add_argument('--max-proposals', type=int, default=2000)
+    r.set_defaults(fn=cmd_proposals)
 
     c = sub.add_parser('convert-weights', help='convert a PyTorch state-dict file to .npz')
     c.add_argument('src')

@@ -19,9 +19,11 @@ Where a non-empty bin's values are all below -FLT_MAX (or -inf), torchvision out
 with argmax -1; here the bin's first pixel wins (so its gradient is kept), and a NaN wins like
 in np.max. For every other input the two agree exactly.
 
-This file holds the whole op: the NumPy path (the readable spec, and the CPU training path),
-the dispatch to the CUDA kernels in `kernels/roi_pool.cu`, the `RoIPool` Function, the
-SPPnet-style pyramid `roi_spp`, and a benchmark.
+This file holds the whole op: the NumPy path (`bin_edges` is the spec of the bins; the pooling
+is vectorised over channels and bins, one step per RoI, and is the CPU training path), the
+dispatch to the CUDA kernels in `kernels/roi_pool.cu` (the same rules, one thread per output),
+the `RoIPool` Function, the SPPnet-style pyramid `roi_spp`, and a benchmark. The tests hold a
+plain-loop version of the rules above and check both paths against it bit for bit.
 """
 import time
 import numpy as np
@@ -168,8 +170,12 @@ def _backward_cuda(gy, argmax, rois, shape):
 # ---------------------------------------------------------------------------------------------
 def _pair(output_size):
     """(out_h, out_w) from an int or a pair of ints, each at least 1."""
-    pair = (output_size, output_size) if np.ndim(output_size) == 0 else tuple(output_size)
-    if len(pair) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in pair):
+    try:
+        pair = (output_size, output_size) if np.ndim(output_size) == 0 else tuple(output_size)
+        ok = len(pair) == 2 and all(not isinstance(v, bool) and int(v) == v >= 1 for v in pair)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f'roi_pool output_size must be a positive int or a pair (out_h, out_w) '
                          f'of positive ints, got {output_size!r}')
     return int(pair[0]), int(pair[1])

@@ -10,7 +10,7 @@ of several scales k, with several combinations of the similarity terms (colour, 
 Sec. 3.3, combining locations: rank the union of all hierarchies by (position in the hierarchy) x RND,
 keep the first copy of each box.
 
-Run `python -m tinyrcnn.proposals.selective_search` for a timing on a ~500x375 photograph.
+`bench_selective_search()` times it on a 500x375 photograph.
 """
 import heapq
 import os
@@ -18,14 +18,14 @@ import time
 import zipfile
 
 import numpy as np
-from scipy import ndimage
-from skimage import color
-from skimage.segmentation import felzenszwalb
 
 from ..utils import atomic_write, progress
 
-# Sec. 4 / Table 5: colour spaces, Felzenszwalb scales k, similarity sets
-# (C colour, T texture, S size, F fill). 'single' is the paper's best single strategy.
+# scipy.ndimage and skimage are imported inside the functions that use them, to keep
+# `import tinyrcnn` light.
+
+# The paper's Table 5 ("Single Strategy", "Selective Search Fast", "Selective Search Quality"):
+# colour spaces, Felzenszwalb scales k, similarity sets (C colour, T texture, S size, F fill).
 MODES = {
     'single': (('hsv',), (100,), ('CTSF',)),
     'fast': (('hsv', 'lab'), (50, 100), ('CTSF', 'TSF')),
@@ -43,6 +43,7 @@ def colour_space(image, name):
     The [0, 1] range matters twice: the histograms bin it uniformly, and skimage's Felzenszwalb
     then uses k on the same scale as the reference code does on 0..255 values.
     """
+    from skimage import color
     rgb = image.astype(np.float64) / 255
     if name == 'hsv':
         return color.rgb2hsv(rgb)
@@ -79,6 +80,7 @@ def _texture_bins(img):
     in the first bin (half of them are rectified to 0), so only the others are listed; the first
     bin's count follows from the region size.
     """
+    from scipy import ndimage
     H, W, C = img.shape
     angles = np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)
     directions = np.stack([np.cos(angles), np.sin(angles)]).astype(np.float32)   # (2, 8)
@@ -97,12 +99,13 @@ def _texture_bins(img):
 
 
 def initial_regions(labels, colour_bins, texture_bins):
-    """Features of the segments of a label image (H, W), labels 0..n-1.
+    """Features of the segments of a label image (H, W), labels 0..n-1 all present.
 
     Returns size (n,), boxes (n, 4) inclusive [x1, y1, x2, y2], L1-normalised colour (n, 25*C)
     and texture (n, 80*C) histograms, and the neighbouring pairs (E, 2) with i < j (4-connectivity).
     Each histogram is one bincount over (label, bin) codes.
     """
+    from scipy import ndimage
     n = int(labels.max()) + 1
     flat = labels.ravel()
     size = np.bincount(flat, minlength=n).astype(np.float64)
@@ -218,8 +221,9 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    if int(max_proposals) != max_proposals or max_proposals < 1:
+    if not isinstance(max_proposals, (int, np.integer)) or max_proposals < 1:
         raise ValueError(f'max_proposals must be a positive integer, got {max_proposals!r}')
+    from skimage.segmentation import felzenszwalb
     image = _check_image(image)
     H, W = image.shape[:2]
     spaces, scales, measure_sets = MODES[mode]
@@ -244,7 +248,7 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
     # ranked first, duplicates filtered afterwards: the best-ranked copy of each box survives
     key = ((boxes[:, 0] * H + boxes[:, 1]) * W + boxes[:, 2]) * H + boxes[:, 3]
     _, first = np.unique(key, return_index=True)
-    return boxes[np.sort(first)[:int(max_proposals)]].astype(np.float32)
+    return boxes[np.sort(first)[:max_proposals]].astype(np.float32)
 
 
 def _write_npz(f, arrays):
@@ -262,7 +266,8 @@ def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=20
     used when present, so a complete cache is read without decoding any image). The cache holds
     one (P, 4) float32 array per image id plus the mode and max_proposals it was made with;
     boxes already cached with the same settings are reused, missing ones computed, and the file
-    rewritten atomically. Returns a dict id -> (P, 4) float32 boxes.
+    rewritten atomically (other settings: everything is recomputed). Returns a dict
+    id -> (P, 4) float32 boxes, in the dataset's order.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -275,16 +280,14 @@ def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=20
             with np.load(cache_path, allow_pickle=False) as z:
                 same = ('__mode__' in z.files and str(z['__mode__']) == mode
                         and '__max_proposals__' in z.files and int(z['__max_proposals__']) == max_proposals)
-                if same:
-                    wanted = set(z.files) & {str(i) for i in ids}
-                    cached = {key: z[key] for key in wanted}
+                if same:                 # keep every image, also those of other splits
+                    cached = {key: z[key] for key in z.files if not key.startswith('__')}
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); delete it to recompute') from e
     missing = [i for i, image_id in enumerate(ids) if str(image_id) not in cached]
     if missing:
         for i in progress(missing, desc=f'selective search ({mode})'):
-            item = dataset[i]
-            cached[str(item['id'])] = selective_search(item['image'], mode, max_proposals)
+            cached[str(ids[i])] = selective_search(dataset[i]['image'], mode, max_proposals)
         arrays = {'__mode__': np.array(mode), '__max_proposals__': np.array(max_proposals), **cached}
         atomic_write(cache_path, lambda f: _write_npz(f, arrays))
     return {image_id: cached[str(image_id)] for image_id in ids}
@@ -300,8 +303,3 @@ def bench_selective_search(mode='fast', repeats=3):
     for _ in range(repeats):
         selective_search(image, mode)
     return (time.perf_counter() - start) / repeats
-
-
-if __name__ == '__main__':
-    for m in ('single', 'fast'):
-        print(f'selective_search mode={m!r}: {bench_selective_search(m):.3f} s per 500x375 image')
