@@ -68,7 +68,6 @@ def _settings(pairs):
 def cmd_train(args):
     import os
     from .train import TrainConfig, Trainer
-    ds = _dataset(args.data, args.split)
     settings = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed)
     if args.iterations:
         settings['iterations'] = args.iterations
@@ -76,6 +75,7 @@ def cmd_train(args):
     cfg = TrainConfig.from_dict(settings)
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
+    ds = _dataset(args.data, args.split)
     props = _proposals(ds, args.data, args.proposal_mode)
     trainer = Trainer(cfg, ds, props, args.out)
     if args.resume:

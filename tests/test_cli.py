@@ -1,0 +1,49 @@
+"""The command line: errors are one line `error: ...` with a non-zero exit status."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, TINYRCNN_QUIET='1', PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, '-m', 'tinyrcnn', *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=env, timeout=300)
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['detect', 'no/such/image.jpg'], 'image not found'),
+    (['test', '--weights', 'no/such/model'], 'model not found'),
+    (['train', '--data', 'no/such/folder'], 'data set folder not found'),
+    (['convert-weights', 'no/such.pth', 'x.npz'], 'not found'),
+    (['bench', '--device', 'tpu'], "'cpu' or 'cuda'"),
+    (['bench', '--only', 'nothing'], 'unknown benchmark'),
+    (['train', '--data', '.', '--set', 'lr'], 'key=value'),
+    (['demo', '--model', 'slow'], 'invalid choice'),
+    (['nonsense'], 'invalid choice'),
+])
+def test_bad_arguments_give_one_error_line(args, expected):
+    r = run(*args)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith('error: ') and expected in lines[0], lines[0]
+    assert 'Traceback' not in r.stderr
+
+
+def test_convert_weights_round_trip(tmp_path):
+    src = os.path.join(ROOT, 'tests', 'data', 'vgg_tiny_zip.pth')
+    dst = tmp_path / 'w.npz'
+    r = run('convert-weights', src, str(dst))
+    assert r.returncode == 0, r.stderr
+    assert dst.exists() and 'wrote' in r.stdout
+
+
+def test_not_a_weights_file_is_one_line(tmp_path):
+    bad = tmp_path / 'bad.pth'
+    bad.write_text('hello')
+    r = run('convert-weights', str(bad), str(tmp_path / 'o.npz'))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
