@@ -12,6 +12,8 @@ Files written next to this script (about 50 KB in all):
   views_legacy.pth      0-d, empty, bfloat16, uint16 via _rebuild_tensor_v3, a Parameter)
   views.npz             the expected arrays (bfloat16 as float32)
   checkpoint.pth        {'epoch', 'model': DataParallel-style 'module.' keys, 'optimizer'}
+  vgg_tiny_logits.npz   a fixed input and the logits PyTorch computes for it with vgg_tiny_zip.pth
+                        in eval mode (`--logits` rewrites only this file)
 """
 import collections
 import os
@@ -73,6 +75,22 @@ def expected(sd):
     return out
 
 
+def fixed_input():
+    """(2, 3, 8, 8) float32 values that any reimplementation can rebuild exactly."""
+    return (np.sin(np.arange(2 * 3 * 8 * 8, dtype=np.float64) * 0.37) * 2).astype(np.float32).reshape(2, 3, 8, 8)
+
+
+def logits():
+    model = tiny_vgg()
+    model.load_state_dict(torch.load(os.path.join(HERE, 'vgg_tiny_zip.pth')))
+    model.eval()
+    x = torch.from_numpy(fixed_input())
+    with torch.no_grad():
+        h = model.avgpool(model.features(x))
+        y = model.classifier(torch.flatten(h, 1))
+    np.savez(os.path.join(HERE, 'vgg_tiny_logits.npz'), input=x.numpy(), logits=y.numpy())
+
+
 def main():
     torch.manual_seed(0)
     vgg = tiny_vgg().state_dict()
@@ -93,4 +111,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    import sys
+    if '--logits' not in sys.argv:
+        main()
+    logits()

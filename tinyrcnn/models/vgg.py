@@ -27,19 +27,19 @@ def make_features(cfg, in_channels=3):
 class VGG(nn.Module):
     """features -> avgpool (7x7) -> classifier (fc6, fc7 with dropout, fc8)."""
 
-    def __init__(self, cfg=VGG16_CFG, num_classes=1000, hidden=4096, dropout=0.5):
+    def __init__(self, cfg=VGG16_CFG, num_classes=1000, hidden=4096, dropout=0.5, pool_size=7):
         super().__init__()
         self.cfg = tuple(cfg)
         self.features = make_features(cfg)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         channels = [v for v in cfg if v != 'M'][-1]
         self.classifier = nn.Sequential(
-            nn.Linear(channels * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(channels * pool_size * pool_size, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes))
 
     def forward(self, x):
-        x = self.avgpool(self.features(x))           # (N, 512, 7, 7)
+        x = self.avgpool(self.features(x))           # (N, 512, 7, 7) for VGG16
         return self.classifier(x.reshape(x.shape[0], -1))
 
 
