@@ -127,7 +127,7 @@ print('1x1 level == max over each window: ok')
 # cheap next to the convolutions.
 
 # %%
-R_values = [10, 50, 200, 1000]
+R_values = [1, 10, 50, 200, 1000]
 spp_times = []
 many = np.repeat(rois, 5, axis=0)                                           # 1000 RoIs
 with tr.no_grad():
@@ -148,20 +148,24 @@ plt.show()
 # %% [markdown]
 # ## The pyramid on one proposal
 #
-# The bins of each level, drawn in image pixels (a cell of the map is 16 x 16 pixels). Bins
-# follow the map's cells, so they are only approximately equal.
+# The bins of each level on the proposal that best covers the largest object, drawn in image
+# pixels (a cell of the map is 16 x 16 pixels, red: the proposal). Bins follow the map's cells,
+# so they are only roughly equal, and neighbours may share a row or column of cells (drawn
+# slightly inset, so shared cells show as double lines). The window snaps to whole cells, so it
+# can overshoot the proposal by up to half a cell on each side, plus the inclusive last cell.
 
 # %%
-area = (proposals[:, 2] - proposals[:, 0] + 1) * (proposals[:, 3] - proposals[:, 1] + 1)
-r = int(np.argmax(np.where(area < 0.4 * image.shape[0] * image.shape[1], area, 0)))  # large, not the whole image
+gt = np.array([o['box'] for o in objects], np.float32)                    # (G, 4)
+largest = np.argmax((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
+r = int(np.argmax(tr.boxes.box_iou(proposals, gt[largest:largest + 1])[:, 0]))  # the best proposal for it
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
 for ax, L in zip(axes, (4, 2, 1)):
     ax.imshow(image)
     hs, he, ws, we = (e[r] for e in bin_edges(rois, 1 / 16, (L, L), H, W))
     for i in range(L):
         for j in range(L):
-            ax.add_patch(Rectangle((16 * ws[j], 16 * hs[i]), 16 * (we[j] - ws[j]), 16 * (he[i] - hs[i]),
-                                   fill=False, ec='yellow', lw=1.5))
+            ax.add_patch(Rectangle((16 * ws[j] + 1.5, 16 * hs[i] + 1.5), 16 * (we[j] - ws[j]) - 3,
+                                   16 * (he[i] - hs[i]) - 3, fill=False, ec='yellow', lw=1.2))
     x1, y1, x2, y2 = proposals[r]
     ax.add_patch(Rectangle((x1, y1), x2 - x1 + 1, y2 - y1 + 1, fill=False, ec='red', lw=2, ls='--'))
     ax.set_title(f'level {L} x {L}')

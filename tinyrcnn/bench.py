@@ -75,6 +75,45 @@ def bench_vgg16_trunk(device='cpu', size=224, repeats=3):
     return [(f'VGG16 trunk fwd+bwd 1x3x{size}x{size} ({device})', t_ours, t_ref)]
 
 
+def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=3):
+    """Fast R-CNN's VGG16 head (fc6, fc7, cls_score, bbox_pred) on `rois` pooled RoIs, before and
+    after truncated SVD (Sec. 3.1), with parameter counts and the change in class scores."""
+    import tinyrcnn as tr
+    from .models.fast_rcnn import svd_linear
+    from . import nn
+    tr.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # fc6/fc7 with VGG16's shapes; weights drawn with a decaying spectrum, like trained layers
+    def layer(out_f, in_f):
+        lin = nn.Linear(in_f, out_f)
+        U = np.linalg.qr(rng.standard_normal((out_f, min(out_f, 512))))[0]
+        V = rng.standard_normal((min(out_f, 512), in_f)) / np.sqrt(in_f)
+        spectrum = 1.0 / (1.0 + np.arange(U.shape[1]) / 32.0)
+        lin.weight.data = ((U * spectrum) @ V).astype(np.float32)
+        return lin
+    head = nn.Sequential(layer(4096, 25088), nn.ReLU(), layer(4096, 4096), nn.ReLU(),
+                         nn.Linear(4096, 21))
+    head.to(device).eval()
+    x = tr.Tensor(rng.standard_normal((rois, 25088)).astype(np.float32)).to(device)
+
+    def run_head():
+        with tr.no_grad():
+            return head(x)
+    before_params = head.num_parameters()
+    t_full = timeit(run_head, device, repeats)
+    scores_full = run_head().numpy()
+    start = time.perf_counter()
+    setattr(head, '0', svd_linear(head[0], fc6_rank))           # offline, once per model
+    setattr(head, '2', svd_linear(head[2], fc7_rank))
+    t_factor = time.perf_counter() - start
+    t_svd = timeit(run_head, device, repeats)
+    scores_svd = run_head().numpy()
+    change = float(np.abs(scores_svd - scores_full).max() / np.abs(scores_full).max())
+    return [(f'RoI head, {rois} RoIs, full ({before_params / 1e6:.1f}M params) ({device})', t_full, None),
+            (f'RoI head, SVD {fc6_rank}/{fc7_rank} ({head.num_parameters() / 1e6:.1f}M params, '
+             f'score change {change:.1e}; SVD itself {t_factor:.0f} s)', t_svd, t_full)]
+
+
 def run(device='cpu', only=None, repeats=3, out=print):
     """Run the benchmarks and print one row each; returns the rows."""
     from .ops.roi_pool import bench_roi_pool
@@ -83,6 +122,7 @@ def run(device='cpu', only=None, repeats=3, out=print):
         'vgg': lambda: bench_vgg16_trunk(device, repeats=repeats),
         'roi_pool': lambda: [(n, t, None) for n, t in bench_roi_pool(device, repeats=repeats)],
         'nms': lambda: [(n, t, None) for n, t in bench_nms(device, repeats=repeats)],
+        'svd': lambda: bench_svd_head(device, repeats=repeats),
     }
     if device == 'cpu':
         from .proposals.selective_search import bench_selective_search

@@ -155,7 +155,7 @@ def build_parser():
     b = sub.add_parser('bench', help='time the hot paths (next to PyTorch where installed)')
     b.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     b.add_argument('--only', default=None,
-                   help='comma-separated subset: vgg,roi_pool,nms,selective_search')
+                   help='comma-separated subset: vgg,roi_pool,nms,svd,selective_search')
     b.add_argument('--repeats', type=int, default=3)
     b.set_defaults(fn=cmd_bench)
 

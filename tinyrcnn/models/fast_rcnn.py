@@ -102,7 +102,7 @@ class FastRCNN(nn.Module):
 
 def svd_linear(layer, rank):
     """Two Linear layers whose product is the best rank-`rank` approximation of `layer`."""
-    W = layer.weight.numpy().astype(np.float64)                  # (u, v)
+    W = layer.weight.numpy()                                     # (u, v), in the layer's dtype
     u, v = W.shape
     if not 1 <= rank <= min(u, v):
         raise ValueError(f'SVD rank must be in [1, {min(u, v)}] for a {u}x{v} layer, got {rank}')

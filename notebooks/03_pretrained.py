@@ -1,0 +1,203 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Initialising from pre-trained networks (Fast R-CNN, Sec. 2.2)
+#
+# Fast R-CNN does not learn its features from scratch: it starts from a network pre-trained
+# on ImageNet classification and changes it in three ways (Sec. 2.2):
+#
+# 1. the last max pooling layer is replaced by a RoI pooling layer whose output fits the first
+#    fully connected layer ($H = W = 7$ for VGG16);
+# 2. the last fully connected layer and softmax (1000 ImageNet classes) are replaced by two
+#    sibling layers: a softmax over $K + 1$ classes and per-class bounding-box regressors;
+# 3. the network takes two inputs: a list of images and a list of RoIs in those images.
+#
+# This chapter builds VGG16, reads PyTorch weights without PyTorch, performs the surgery, and
+# looks at the input preprocessing the weights expect.
+
+# %%
+import pathlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import tinyrcnn as tr
+from tinyrcnn.data import PREPROCESS, deprocess, preprocess
+from tinyrcnn.data.shapes import render_shapes_image
+from tinyrcnn.weights import load_weights
+
+ROOT = pathlib.Path(tr.__file__).resolve().parents[1]   # the repository (for tests/data)
+tr.manual_seed(0)
+
+# %% [markdown]
+# ## VGG16's layout
+#
+# `tr.models.vgg16()` follows torchvision's layout and parameter names (`features.0.weight`,
+# ..., `classifier.6.bias`), so torchvision's weight files load as they are. Thirteen 3 x 3
+# convolutions in five stages, each stage closed by a 2 x 2 max pool; then fc6, fc7 (4096
+# units, with dropout) and fc8 (1000 classes). Building it allocates its 138 M parameters (a
+# few seconds, about 0.5 GB).
+
+# %%
+vgg = tr.models.vgg16()
+names, counts = [], []
+stage, conv = 1, 0
+for module in vgg.features:
+    if isinstance(module, tr.nn.MaxPool2d):
+        stage, conv = stage + 1, 0
+    elif isinstance(module, tr.nn.Conv2d):
+        conv += 1
+        names.append(f'conv{stage}_{conv}')
+        counts.append(module.num_parameters())
+for name, index in (('fc6', 0), ('fc7', 3), ('fc8', 6)):
+    names.append(name)
+    counts.append(vgg.classifier[index].num_parameters())
+total = vgg.num_parameters()
+for name, n in zip(names, counts):
+    print(f'{name:8s} {n:>12,d}  {100 * n / total:5.1f}%')
+print(f'{"total":8s} {total:>12,d}')
+assert total == 138_357_544      # torchvision's count for VGG16
+
+fig, ax = plt.subplots(figsize=(9, 3))
+ax.bar(names, np.array(counts) / 1e6, color=['C0'] * 13 + ['C1'] * 3)
+ax.set(ylabel='parameters (millions)', title='VGG16: fc6 alone holds three quarters of the weights')
+ax.tick_params(axis='x', rotation=60)
+plt.show()
+
+# %% [markdown]
+# A check of the wiring: the adaptive average pool makes any input size give 7 x 7 before fc6,
+# so even a 32 x 32 image yields 1000 logits.
+
+# %%
+with tr.no_grad():
+    logits = vgg.eval()(tr.Tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)))
+print('logits', logits.shape)
+assert logits.shape == (1, 1000)
+
+# %% [markdown]
+# ## Loading weights without PyTorch
+#
+# `tinyrcnn.weights.load_weights` reads a `torch.save` file (the zip format, or the legacy one)
+# or a tinyrcnn `.npz`, and returns a dict of NumPy arrays. It unpickles with a whitelist, so a
+# weights file cannot run code. The repository ships a small file written by PyTorch in
+# torchvision's VGG layout (4, 4 and 8 channels), made by `tests/data/make_fixtures.py`:
+
+# %%
+state = load_weights(ROOT / 'tests' / 'data' / 'vgg_tiny_zip.pth')
+for k, v in state.items():
+    print(f'{k:22s} {str(v.shape):16s} {v.dtype}')
+expected = np.load(ROOT / 'tests' / 'data' / 'vgg_tiny.npz')    # the same tensors, via torch's .numpy()
+assert all(np.array_equal(state[k], expected[k]) for k in expected.files)
+print('identical to the arrays PyTorch wrote: ok')
+
+# %% [markdown]
+# `load_state_dict` checks names and shapes before copying anything, and reports every
+# problem at once. This file's classifier expects a 2 x 2 pooled map (32 inputs), ours a
+# 7 x 7 one:
+
+# %%
+small = tr.models.VGG((4, 4, 'M', 8, 'M'), num_classes=5, hidden=16)
+try:
+    small.load_state_dict(state)
+except ValueError as e:
+    print(e)
+
+# %% [markdown]
+# So we take what fits, the convolutions, the part Fast R-CNN needs most:
+
+# %%
+conv_state = {k: v for k, v in state.items() if k.startswith('features.')}
+small.load_state_dict(conv_state, strict=False)
+assert np.array_equal(small.features[5].weight.numpy(), state['features.5.weight'])
+print('loaded', len(conv_state), 'conv arrays')
+
+# %% [markdown]
+# ## The surgery: VGG16 becomes Fast R-CNN
+#
+# `tr.models.FastRCNN(trunk, num_classes)` performs the three changes. It reuses the trunk's
+# layers (so pre-trained conv, fc6 and fc7 weights carry over), drops the last max pool (the
+# feature map keeps stride 16, hence `spatial_scale = 1/16`), and adds `cls_score` and
+# `bbox_pred`, initialised from zero-mean Gaussians with standard deviations 0.01 and 0.001
+# (Sec. 2.3). conv1 and conv2 stay frozen (Sec. 4.5: they learn generic, low-level features).
+
+# %%
+fast = tr.models.FastRCNN(vgg, num_classes=20)
+print(fast.roi_pool, '\n', fast.cls_score, '\n', fast.bbox_pred)
+print('features:', len(vgg.features), '->', len(fast.features), 'layers; last:', fast.features[-1])
+assert fast.classifier[0] is vgg.classifier[0] and fast.classifier[3] is vgg.classifier[3]  # fc6, fc7 reused
+frozen = [n for n, p in fast.named_parameters() if not p.requires_grad]
+print('frozen:', frozen)
+assert len(frozen) == 8                        # conv1_1 .. conv2_2, weights and biases
+print(f'std of cls_score.weight {fast.cls_score.weight.numpy().std():.4f}, '
+      f'bbox_pred.weight {fast.bbox_pred.weight.numpy().std():.5f}')
+assert abs(fast.cls_score.weight.numpy().std() - 0.01) < 1e-3
+assert abs(fast.bbox_pred.weight.numpy().std() - 0.001) < 1e-4
+
+# %% [markdown]
+# Two inputs, two outputs: images `(N, 3, H, W)` and RoIs `(R, 5)` rows
+# `[batch_index, x1, y1, x2, y2]`, giving class scores `(R, K + 1)` and box offsets
+# `(R, 4(K + 1))`:
+
+# %%
+images = tr.Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 96)).astype(np.float32))
+rois = np.array([[0, 0, 0, 63, 63], [1, 10, 5, 90, 60], [1, 30, 20, 50, 40]], np.float32)
+with tr.no_grad():
+    cls_score, bbox_pred = fast.eval()(images, rois)
+print('cls_score', cls_score.shape, ' bbox_pred', bbox_pred.shape)
+assert cls_score.shape == (3, 21) and bbox_pred.shape == (3, 84)
+del vgg, fast, cls_score, bbox_pred                      # free the 0.5 GB
+
+# %% [markdown]
+# On a CPU the demo uses **vgg-tiny**: the same five stages and stride with far fewer channels
+# (16 to 128) and 256-unit fc layers, trained from scratch on the synthetic data.
+
+# %%
+tiny = tr.models.FastRCNN('vgg-tiny', num_classes=6, freeze_stages=0)
+print(f'vgg-tiny Fast R-CNN: {tiny.num_parameters():,d} parameters')
+
+# %% [markdown]
+# ## Preprocessing must match the weights
+#
+# Pre-trained weights only work on inputs prepared the way they were trained:
+# torchvision's models take RGB in [0, 1] normalised by the ImageNet mean and standard
+# deviation; the original Caffe models take BGR in 0..255 minus a mean pixel. tinyrcnn looks
+# the settings up by the weights' origin, never hard-coding them:
+
+# %%
+for source, p in PREPROCESS.items():
+    print(f'{source:12s} {p}')
+image, _, _ = render_shapes_image(np.random.default_rng(2), 160, 224)
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+axes[0].imshow(image)
+axes[0].set_title('image (RGB, uint8)')
+axes[0].axis('off')
+for ax, source in zip(axes[1:], ('torchvision', 'caffe')):
+    x = preprocess(image, source)                                  # (3, H, W) float32
+    assert np.array_equal(deprocess(x, source), image)             # the round trip is exact
+    for channel, name in zip(x, PREPROCESS[source]['order']):     # input channel 0 is R or B
+        ax.hist(channel.ravel(), bins=60, histtype='step', label=name,
+                color={'R': 'tab:red', 'G': 'tab:green', 'B': 'tab:blue'}[name])
+    ax.legend()
+    ax.set_title(f"'{source}' input: channels {PREPROCESS[source]['order']}")
+    ax.set_xlabel('network input value')
+plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# * VGG16 has 138.4 M parameters; fc6 alone has 102.8 M (74%), which is why truncated SVD of
+#   the fc layers pays off at test time (chapter 6).
+# * `load_weights` reads PyTorch files without PyTorch; `load_state_dict` lists every missing,
+#   unexpected or mis-shaped array at once.
+# * `FastRCNN(trunk, K)` replaces the last max pool by 7 x 7 RoI pooling at stride 16, replaces
+#   fc8 by `cls_score` ($K+1$) and `bbox_pred` ($4(K+1)$), takes images and RoIs, and freezes
+#   conv1-conv2.
+# * The input must be preprocessed as the weights expect (`PREPROCESS[source]`).

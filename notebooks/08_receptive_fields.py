@@ -1,0 +1,207 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 8. Receptive fields, and mapping boxes onto the feature map
+#
+# Fast R-CNN runs the conv layers once and then needs, for every RoI given in image pixels,
+# the part of the conv5_3 feature map that "sees" it. Convolution and pooling change sizes in
+# a computable way. For a layer with kernel $f$, stride $s$ and padding $p$:
+#
+# $$\text{output size} = \left\lfloor \frac{H - f + 2p}{s} \right\rfloor + 1,$$
+#
+# a unit's **receptive field** in the layer below, going down one layer at a time from
+# $r = 1$ at the unit itself, and the **centre** of a unit at position $p_{i+1}$ mapped to the
+# layer below:
+#
+# $$r_i = (r_{i+1} - 1)\, s_i + f_i, \qquad p_i = s_i\, p_{i+1} + \frac{f_i - 1}{2} - \mathrm{pad}_i.$$
+#
+# This chapter computes both for VGG16, and checks them numerically on vgg-tiny with a gradient.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+
+import tinyrcnn as tr
+from tinyrcnn.data import preprocess
+from tinyrcnn.data.shapes import render_shapes_image
+from tinyrcnn.ops.roi_pool import round_half_away
+
+tr.manual_seed(0)
+
+# %% [markdown]
+# ## VGG16, layer by layer
+#
+# `tr.models.make_features(tr.models.VGG16_CFG)` is the `features` part of `tr.models.vgg16()`
+# (built alone here, without the 120 M fc weights). We read each layer's kernel, stride and
+# padding from the modules themselves.
+
+# %%
+def geometry(module):
+    """(f, s, pad) of a conv or max-pool layer, None for layers that keep the geometry (ReLU)."""
+    if isinstance(module, tr.nn.Conv2d):
+        return module.kernel_size[0], module.stride, module.padding
+    if isinstance(module, tr.nn.MaxPool2d):
+        return module.kernel_size, module.stride or module.kernel_size, 0
+    return None
+
+
+def layer_names(features):
+    names, stage, conv = [], 1, 0
+    for m in features:
+        if isinstance(m, tr.nn.Conv2d):
+            conv += 1
+            names.append(f'conv{stage}_{conv}')
+        elif isinstance(m, tr.nn.MaxPool2d):
+            names.append(f'pool{stage}')
+            stage, conv = stage + 1, 0
+    return names
+
+
+def receptive_field(layers):
+    """Receptive field size, total stride and the input-pixel centre of unit 0 of the last layer,
+    by the formulas above, walking down from the last layer to the input."""
+    r, p, stride = 1, 0.0, 1
+    for f, s, pad in reversed(layers):
+        r = (r - 1) * s + f
+        p = s * p + (f - 1) / 2 - pad
+        stride *= s
+    return r, stride, p
+
+
+vgg16_features = tr.models.make_features(tr.models.VGG16_CFG)
+layers = [g for g in map(geometry, vgg16_features) if g is not None]
+names = layer_names(vgg16_features)
+H = W = 224
+print(f'{"layer":8s} {"f":>2s} {"s":>2s} {"p":>2s} {"output (224 in)":>16s} {"stride":>7s} {"RF":>5s} {"centre of unit 0":>17s}')
+for i, (name, (f, s, pad)) in enumerate(zip(names, layers)):
+    H, W = (H - f + 2 * pad) // s + 1, (W - f + 2 * pad) // s + 1
+    r, stride, p0 = receptive_field(layers[:i + 1])
+    print(f'{name:8s} {f:2d} {s:2d} {pad:2d} {f"{H} x {W}":>16s} {stride:7d} {r:5d} {p0:17.1f}')
+    if name == 'conv5_3':
+        assert (r, stride, p0) == (196, 16, 7.5)
+assert receptive_field(layers) == (212, 32, 15.5)     # pool5
+
+# %% [markdown]
+# conv5_3, where Fast R-CNN pools its RoIs, has stride 16 (hence `spatial_scale = 1/16`) and
+# a receptive field of 196 x 196 pixels; pool5, which RoI pooling replaces, would have 212 and
+# stride 32. Unit $c$ of conv5_3 is centred on pixel $16c + 7.5$.
+#
+# Check of the output-size formula: the predicted size after each stage against a real forward
+# pass of VGG16's conv layers on a 96 x 160 image.
+
+# %%
+def predicted(size):
+    h, w = size
+    sizes = []
+    for (f, s, pad), module in zip(layers, [m for m in vgg16_features if geometry(m) is not None]):
+        h, w = (h - f + 2 * pad) // s + 1, (w - f + 2 * pad) // s + 1
+        if isinstance(module, tr.nn.MaxPool2d):
+            sizes.append((h, w))
+    return sizes
+
+
+x = tr.Tensor(np.random.default_rng(0).standard_normal((1, 3, 96, 160)).astype(np.float32))
+actual = []
+with tr.no_grad():
+    for m in vgg16_features:
+        x = m(x)
+        if isinstance(m, tr.nn.MaxPool2d):
+            actual.append(x.shape[2:])
+print('after each pool:', actual)
+assert actual == predicted((96, 160))
+print('600 x 1000 image -> conv5_3 map', predicted((600, 1000))[3], '(after pool4, before pool5)')
+del vgg16_features
+
+# %% [markdown]
+# ## Measured: which pixels can change one unit?
+#
+# The receptive field is the set of input pixels on which a unit depends, so it is where the
+# gradient of that unit with respect to the input can be non-zero. vgg-tiny's conv layers
+# (`vgg_tiny().features[:-1]`, up to its last conv and ReLU) have the same strides as VGG16 and
+# fewer layers per stage; the formulas predict:
+
+# %%
+tiny = tr.models.vgg_tiny().features[:-1]
+r_tiny, stride_tiny, p0_tiny = receptive_field([g for g in map(geometry, tiny) if g is not None])
+print(f'vgg-tiny last conv: receptive field {r_tiny}, stride {stride_tiny}, unit c centred on pixel '
+      f'{stride_tiny}c + {p0_tiny}')
+
+# %% [markdown]
+# We back-propagate from all channels of one unit in the middle of the map, for a few random
+# inputs (a max pool passes gradient only to its winner and a ReLU only where it is active, so
+# one input may leave a few pixels of the field without gradient; the union fills it), and
+# compare the support of the gradient with the prediction.
+
+# %%
+u = v = 7                                                           # unit (row 7, column 7) of a 14 x 14 map
+support = np.zeros((224, 224), bool)
+magnitude = np.zeros((224, 224))
+rng = np.random.default_rng(1)
+tiny.to(dtype=np.float64)                                           # float64: no gradient rounds to 0
+for _ in range(3):
+    x = tr.Tensor(rng.standard_normal((1, 3, 224, 224)), requires_grad=True)
+    out = tiny(x)                                                   # (1, 128, 14, 14)
+    out[0, :, u, v].sum().backward()
+    g = np.abs(x.grad[0]).sum(axis=0)
+    support |= g > 0
+    magnitude += g
+rows, cols = np.nonzero(support)
+half = (r_tiny - 1) / 2
+expected = (stride_tiny * u + p0_tiny - half, stride_tiny * u + p0_tiny + half)
+print(f'gradient support: rows {rows.min()}..{rows.max()}, cols {cols.min()}..{cols.max()} '
+      f'({rows.max() - rows.min() + 1} x {cols.max() - cols.min() + 1} pixels)')
+print(f'predicted: {expected[0]:.0f}..{expected[1]:.0f} ({r_tiny} pixels)')
+assert (rows.min(), rows.max()) == expected and (cols.min(), cols.max()) == expected
+
+fig, ax = plt.subplots(figsize=(5, 4.5))
+ax.imshow(np.log10(magnitude + 1e-12), cmap='magma', vmin=np.log10(magnitude.max()) - 4)
+ax.add_patch(Rectangle((expected[0] - 0.5, expected[0] - 0.5), r_tiny, r_tiny, fill=False, ec='cyan', lw=1.5))
+ax.plot(stride_tiny * v + p0_tiny, stride_tiny * u + p0_tiny, '+', color='cyan', ms=12)
+ax.set_title(f'|d unit ({u},{v}) / d input| (log scale)\npredicted receptive field in cyan')
+plt.show()
+
+# %% [markdown]
+# The gradient is concentrated in the middle of the field (the *effective* receptive field is
+# much smaller than the theoretical one). Next, what this means for a RoI on an image.
+# RoI pooling maps pixel $x$ to cell $\mathrm{round}(x / 16)$; the cells it pools are drawn
+# with their centres $16c + 7.5$, and, in cyan, the receptive field of the RoI's corner cells.
+
+# %%
+image, objects, _ = render_shapes_image(np.random.default_rng(3), 224, 224)
+box = np.array(max(objects, key=lambda o: o['box'][2] - o['box'][0])['box'], np.float32)
+cells = round_half_away(box * np.float32(1 / 16)).astype(int)                # [cx1, cy1, cx2, cy2]
+fig, ax = plt.subplots(figsize=(5, 5))
+ax.imshow(image)
+x1, y1, x2, y2 = box
+ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False, ec='red', lw=2))
+cy, cx = np.meshgrid(np.arange(cells[1], cells[3] + 1), np.arange(cells[0], cells[2] + 1), indexing='ij')
+ax.plot(16 * cx + p0_tiny, 16 * cy + p0_tiny, '.', color='yellow', ms=5)
+for c in (cells[:2], cells[2:]):
+    centre = 16 * c + p0_tiny
+    ax.add_patch(Rectangle(centre - half - 0.5, r_tiny, r_tiny, fill=False, ec='cyan', lw=1, ls='--'))
+ax.set(xlim=(-40, 264), ylim=(264, -40), title=f'RoI {box.astype(int).tolist()} -> cells {cells.tolist()}')
+plt.show()
+print(f'cells {cells[0]}..{cells[2]} x {cells[1]}..{cells[3]}: centres at pixels '
+      f'{16 * cells[0] + p0_tiny:.1f}..{16 * cells[2] + p0_tiny:.1f} (RoI {x1:.0f}..{x2:.0f})')
+
+# %% [markdown]
+# The rounding treats cell $c$ as the pixels around $16c$, while its receptive field is centred
+# on $16c + 7.5$: the original RoI pooling accepts this half-cell offset, and the coarse 16-pixel
+# quantisation of the RoI's corners (later removed by RoIAlign).
+#
+# ## Summary
+#
+# * Output size $\lfloor (H - f + 2p)/s \rfloor + 1$; receptive field $r_i = (r_{i+1} - 1)s_i + f_i$;
+#   centres $p_i = s_i p_{i+1} + (f_i - 1)/2 - \mathrm{pad}_i$.
+# * VGG16's conv5_3: stride 16, receptive field 196 pixels, unit $c$ centred on pixel
+#   $16c + 7.5$ (pool5: 212 pixels, stride 32). A 600 x 1000 image gives a 37 x 62 map.
+# * The gradient of one unit of vgg-tiny is non-zero exactly on its predicted 134 x 134 field.
