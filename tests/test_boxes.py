@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyrcnn.backend import KERNEL_DIR, cuda_available
-from tinyrcnn.boxes import (BBOX_NORMALIZE_STDS, batched_nms, bench_nms, box_area, box_iou, clip_boxes,
+from tinyrcnn.boxes import (BBOX_NORMALIZE_STDS, batched_nms, box_area, box_iou, clip_boxes,
                             compute_target_stats, decode, encode, filter_small, nms, nms_bitmask,
                             normalize_targets, random_clustered_boxes, unnormalize_targets)
 from tinyrcnn.kernels import cpu
@@ -264,8 +264,3 @@ def test_nms_cupy_matches_numpy(dtype):
         np.testing.assert_array_equal(
             cp.asnumpy(batched_nms(cp.asarray(boxes), cp.asarray(scores), cp.asarray(labels), 0.5)),
             batched_nms(boxes, scores, labels, 0.5))
-
-
-def test_bench_nms_rows():
-    rows = bench_nms('cpu', sizes=(200,), repeats=1)
-    assert len(rows) == 1 and rows[0][0].startswith('nms 200 boxes') and rows[0][1] > 0

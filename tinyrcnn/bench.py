@@ -39,13 +39,15 @@ def _torch(device):
     return torch
 
 
-def bench_vgg16_trunk(device='cpu', size=224, repeats=3):
-    """The 13 conv layers of VGG16 with their pools, forward + backward on one image."""
+def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
+    """The 13 conv layers of VGG16 with their pools, forward + backward on one image; the
+    reference gets the same weights and input, and its output is checked before timing."""
     import tinyrcnn as tr
     from .models.vgg import make_features, VGG16_CFG
     tr.manual_seed(0)
     features = make_features(VGG16_CFG).to(device)
-    x = tr.Tensor(np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32))
+    H, W = size
+    x = tr.Tensor(np.random.default_rng(0).standard_normal((1, 3, H, W)).astype(np.float32))
     x = x.to(device)
 
     def ours():
@@ -63,8 +65,19 @@ def bench_vgg16_trunk(device='cpu', size=224, repeats=3):
             else:
                 layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU(inplace=True)]
                 c = v
-        net = torch.nn.Sequential(*layers).to(device)
+        net = torch.nn.Sequential(*layers)
+        convs = [m for m in features if hasattr(m, 'weight')]
+        with torch.no_grad():
+            for ours_m, ref_m in zip(convs, [m for m in net if hasattr(m, 'weight')]):
+                ref_m.weight.copy_(torch.from_numpy(ours_m.weight.numpy()))
+                ref_m.bias.copy_(torch.from_numpy(ours_m.bias.numpy()))
+        net = net.to(device)
         xt = torch.from_numpy(x.numpy()).to(device)
+        with torch.no_grad(), tr.no_grad():
+            a, b = features(x).numpy(), net(xt).cpu().numpy()
+        err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+        if err > 1e-3:
+            raise RuntimeError(f'VGG16 trunk disagrees with PyTorch: relative error {err:.2e}')
 
         def ref():
             net.zero_grad()
@@ -72,7 +85,79 @@ def bench_vgg16_trunk(device='cpu', size=224, repeats=3):
             if device == 'cuda':
                 torch.cuda.synchronize()
         t_ref = timeit(ref, 'cpu', repeats)
-    return [(f'VGG16 trunk fwd+bwd 1x3x{size}x{size} ({device})', t_ours, t_ref)]
+    return [(f'VGG16 trunk fwd+bwd 1x3x{H}x{W} ({device})', t_ours, t_ref)]
+
+
+def _torchvision(device):
+    torch = _torch(device)
+    if torch is None:
+        return None, None
+    try:
+        import torchvision.ops
+        return torch, torchvision
+    except Exception:
+        return torch, None
+
+
+def bench_roi_pool_reference(device='cpu', shape=(2, 512, 38, 63), counts=(128, 2000), repeats=5):
+    """RoI pooling forward + backward next to torchvision.ops.roi_pool (values checked equal)."""
+    import tinyrcnn as tr
+    import tinyrcnn.functional as F
+    from .ops.roi_pool import random_rois
+    torch, torchvision = _torchvision(device)
+    N, C, H, W = shape
+    x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rows = []
+    for R in counts:
+        rois_np = random_rois(R, N, H * 16, W * 16, seed=R)
+        x = tr.Tensor(backend.to_device(x_np, device), requires_grad=True)
+        rois = backend.to_device(rois_np, device)
+        gy = backend.to_device(np.ones((R, C, 7, 7), np.float32), device)
+
+        def ours():
+            x.grad = None
+            F.roi_pool(x, rois, (7, 7), 1 / 16).backward(gy)
+        t_ours, t_ref = timeit(ours, device, repeats), None
+        if torchvision is not None:
+            xt = torch.from_numpy(x_np).to(device).requires_grad_()
+            rt = torch.from_numpy(rois_np).to(device)
+            gt = torch.ones((R, C, 7, 7), device=device)
+            y_ref = torchvision.ops.roi_pool(xt, rt, (7, 7), 1 / 16)
+            y_ours = F.roi_pool(tr.Tensor(backend.to_device(x_np, device)), rois, (7, 7), 1 / 16)
+            if not np.array_equal(y_ours.numpy(), y_ref.detach().cpu().numpy()):
+                raise RuntimeError(f'roi_pool differs from torchvision for {R} RoIs')
+
+            def ref():
+                xt.grad = None
+                torchvision.ops.roi_pool(xt, rt, (7, 7), 1 / 16).backward(gt)
+                if device == 'cuda':
+                    torch.cuda.synchronize()
+            t_ref = timeit(ref, 'cpu', repeats)
+        rows.append((f'roi_pool fwd+bwd {R} RoIs on {shape} ({device})', t_ours, t_ref))
+    return rows
+
+
+def bench_nms_reference(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, repeats=5):
+    """NMS next to torchvision.ops.nms; kept indices checked equal first. torchvision measures
+    widths as x2 - x1, tinyrcnn (like the original code) as x2 - x1 + 1, so torchvision gets the
+    boxes with x2 + 1, y2 + 1: the same IoU."""
+    from .boxes import nms, random_clustered_boxes
+    torch, torchvision = _torchvision(device)
+    rows = []
+    for n in sizes:
+        b_np, s_np = random_clustered_boxes(n)
+        b, s = backend.to_device(b_np, device), backend.to_device(s_np, device)
+        t_ours, t_ref = timeit(lambda: nms(b, s, iou_threshold), device, repeats), None
+        if torchvision is not None:
+            bt = torch.from_numpy(b_np + np.array([0, 0, 1, 1], np.float32)).to(device)
+            st = torch.from_numpy(s_np).to(device)
+            keep_ref = torchvision.ops.nms(bt, st, iou_threshold).cpu().numpy()
+            keep = backend.to_device(nms(b, s, iou_threshold), 'cpu')
+            if not np.array_equal(np.sort(keep), np.sort(keep_ref)):
+                raise RuntimeError(f'nms keeps different boxes from torchvision for {n} boxes')
+            t_ref = timeit(lambda: torchvision.ops.nms(bt, st, iou_threshold), device, repeats)
+        rows.append((f'nms {n} boxes @ {iou_threshold} ({device})', t_ours, t_ref))
+    return rows
 
 
 def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=3):
@@ -117,11 +202,13 @@ def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=
 def run(device='cpu', only=None, repeats=3, out=print):
     """Run the benchmarks and print one row each; returns the rows."""
     from .ops.roi_pool import bench_roi_pool
-    from .boxes import bench_nms
     suites = {
-        'vgg': lambda: bench_vgg16_trunk(device, repeats=repeats),
-        'roi_pool': lambda: [(n, t, None) for n, t in bench_roi_pool(device, repeats=repeats)],
-        'nms': lambda: [(n, t, None) for n, t in bench_nms(device, repeats=repeats)],
+        'vgg': lambda: bench_vgg16_trunk(device, (224, 224) if device == 'cpu' else (600, 1000),
+                                         repeats=repeats),
+        'roi_pool': lambda: ([(n, t, None) for n, t in bench_roi_pool(device, repeats=repeats)]
+                             + (bench_roi_pool_reference(device, repeats=repeats)
+                                if _torchvision(device)[1] is not None else [])),
+        'nms': lambda: bench_nms_reference(device, repeats=repeats),
         'svd': lambda: bench_svd_head(device, repeats=repeats),
     }
     if device == 'cpu':

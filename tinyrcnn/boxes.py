@@ -6,7 +6,6 @@ x2 - x1 + 1 = 10. Every function works on NumPy or CuPy arrays (`xp = get_array_
 only `nms` splits into a NumPy reference and a CUDA kernel (`kernels/nms.cu`).
 """
 import math
-import time
 
 import numpy as np
 
@@ -248,7 +247,7 @@ def batched_nms(boxes, scores, labels, iou_threshold):
 
 def random_clustered_boxes(n, num_objects=50, height=600, width=1000, seed=0):
     """n float32 boxes jittered around `num_objects` objects, like the proposals of one image,
-    with random scores: the workload `bench_nms` and the tests use."""
+    with random scores: the workload of `python -m tinyrcnn bench` and the tests."""
     rng = np.random.default_rng(seed)
     cx, cy = rng.uniform(0, width, num_objects), rng.uniform(0, height, num_objects)
     w, h = rng.uniform(30, 300, num_objects), rng.uniform(30, 300, num_objects)
@@ -260,26 +259,3 @@ def random_clustered_boxes(n, num_objects=50, height=600, width=1000, seed=0):
     boxes = np.stack([bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2], axis=1)
     boxes = clip_boxes(boxes, height, width).astype(np.float32)
     return boxes, rng.random(n).astype(np.float32)
-
-
-def bench_nms(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, repeats=3):
-    """Time `nms` on clustered random boxes (2000: Fast R-CNN test proposals; 12000: the RPN's
-    pre-NMS count) -> rows (name, seconds), the best of `repeats` runs."""
-    rows = []
-    for n in sizes:
-        boxes, scores = random_clustered_boxes(n)
-        if device == 'cuda':
-            import cupy as cp
-            boxes, scores = cp.asarray(boxes), cp.asarray(scores)
-            nms(boxes, scores, iou_threshold)  # compile the kernels outside the timing
-        best = float('inf')
-        for _ in range(repeats):
-            if device == 'cuda':
-                cp.cuda.Device().synchronize()
-            start = time.perf_counter()
-            keep = nms(boxes, scores, iou_threshold)
-            if device == 'cuda':
-                cp.cuda.Device().synchronize()
-            best = min(best, time.perf_counter() - start)
-        rows.append((f'nms {n} boxes @ IoU {iou_threshold} ({device}, kept {len(keep)})', best))
-    return rows

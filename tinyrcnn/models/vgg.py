@@ -52,9 +52,24 @@ def vgg16(weights=None, num_classes=1000):
     return model
 
 
+def he_init(model):
+    """He et al. (2015) initialisation, N(0, 2/fan_in) weights and zero biases: a ReLU network
+    trained from scratch (the CPU demo has no ImageNet weights) keeps its activations' scale."""
+    from ..utils import rng
+    import numpy as np
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = int(np.prod(m.weight.shape[1:]))
+            m.weight.data = (rng().standard_normal(m.weight.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+            if m.bias is not None:
+                m.bias.data[:] = 0
+    return model
+
+
 def vgg_tiny(weights=None, num_classes=1000, hidden=256):
-    """A small VGG for CPU demos and tests: same stages and stride, ~0.4M conv parameters."""
-    model = VGG(VGG_TINY_CFG, num_classes, hidden=hidden)
+    """A small VGG for CPU demos and tests: same stages and stride, ~0.4M conv parameters,
+    He-initialised (it is trained from scratch)."""
+    model = he_init(VGG(VGG_TINY_CFG, num_classes, hidden=hidden))
     if weights is not None:
         from ..weights import load_weights
         model.load_state_dict(load_weights(weights))

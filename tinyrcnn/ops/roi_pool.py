@@ -25,7 +25,6 @@ dispatch to the CUDA kernels in `kernels/roi_pool.cu` (the same rules, one threa
 the `RoIPool` Function, the SPPnet-style pyramid `roi_spp`, and a benchmark. The tests hold a
 plain-loop version of the rules above and check both paths against it bit for bit.
 """
-import time
 import numpy as np
 
 from .. import backend
@@ -273,7 +272,7 @@ def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 51
     N, C, H, W = shape
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     x = Tensor(backend.to_device(x_np, device), requires_grad=True)
-    sync = (lambda: xp.cuda.Stream.null.synchronize()) if xp is not np else (lambda: None)
+    from ..bench import timeit
     rows = []
     for R in roi_counts:
         rois = backend.to_device(random_rois(R, N, H * 16, W * 16, seed=R), device)
@@ -288,13 +287,5 @@ def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 51
 
         for name, fn in ((f'roi_pool forward, {R} RoIs', forward),
                          (f'roi_pool forward+backward, {R} RoIs', forward_backward)):
-            fn()
-            sync()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                sync()
-                times.append(time.perf_counter() - start)
-            rows.append((f'{name} ({device})', float(np.median(times))))
+            rows.append((f'{name} ({device})', timeit(fn, device, repeats)))
     return rows
