@@ -39,6 +39,7 @@ from IPython.display import Image, display
 import tinyrcnn as tr
 from tinyrcnn.boxes import box_iou
 from tinyrcnn.data import VOCDetection, make_shapes_voc
+from tinyrcnn.demo import DATA
 from tinyrcnn.detect import draw_detections, im_detect, postprocess
 from tinyrcnn.eval import evaluate_voc, format_ap_table, plot_pr_curves
 from tinyrcnn.train import TrainConfig, Trainer, load_model
@@ -55,9 +56,9 @@ trained = demo_model.exists()
 start = time.perf_counter()
 if trained:
     model, info = load_model(str(demo_model.with_suffix('')))   # the path without extension
-    # the demo's data set (same seed: image i is drawn from generator (seed, i), so these are the
-    # demo's first 20 test images, byte for byte)
-    root = make_shapes_voc(work / 'shapes', num_train=200, num_test=20, seed=0)
+    # the demo's data set: image i is drawn from generator (seed, i), so with the demo's seed and
+    # number of training images these are its first 20 test images, byte for byte
+    root = make_shapes_voc(work / 'shapes', num_train=DATA['num_train'], num_test=20, seed=0)
     test_set, num_test = VOCDetection(root, 'test'), 20
     print(f'trained demo model: {info["trunk"]}, classes {info["class_names"]}')
 else:
@@ -132,8 +133,8 @@ fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.plot(ks, maps, 'o-', label='mAP (VOC07)')
 ax.plot(ks, recalls, 's--', label='proposal recall at IoU 0.5')
 ax.set(xscale='log', xlabel='proposals per image (top k of selective search)', ylim=(0, 1.02),
-       title='more proposals: recall rises, mAP does not follow'
-       + ('' if trained else '\n(smoke-sized model: mAP is meaningless)'))
+       title='mAP and proposal recall against the number of proposals'
+       + ('' if trained else '\n(smoke-sized model: its mAP means nothing)'))
 ax.grid(alpha=0.3)
 ax.legend()
 plt.show()

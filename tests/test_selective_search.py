@@ -188,7 +188,7 @@ class _Toy:
 def test_dataset_proposals_are_cached(tmp_path, monkeypatch):
     path = tmp_path / 'proposals.npz'
     ds = _Toy(with_ids=False)
-    first = compute_dataset_proposals(ds, path, mode='single', max_proposals=50)
+    first = compute_dataset_proposals(ds, path, mode='single', max_proposals=50, workers=2)   # two processes
     assert path.exists() and sorted(first) == ['000000', '000001', '000002']
     for item in ds.items:
         assert np.array_equal(first[item['id']], selective_search(item['image'], 'single', 50))
@@ -201,9 +201,9 @@ def test_dataset_proposals_are_cached(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(ss, 'selective_search', lambda image, mode, n: calls.append(mode) or np.zeros((1, 4), np.float32))
-    compute_dataset_proposals(_Toy(4), path, mode='single', max_proposals=50)    # one new image
+    compute_dataset_proposals(_Toy(4), path, mode='single', max_proposals=50, workers=1)    # one new image
     assert len(calls) == 1
-    compute_dataset_proposals(_Toy(4), path, mode='single', max_proposals=20)    # other settings
+    compute_dataset_proposals(_Toy(4), path, mode='single', max_proposals=20, workers=1)    # other settings
     assert len(calls) == 5
 
 

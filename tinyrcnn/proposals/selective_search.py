@@ -13,6 +13,7 @@ keep the first copy of each box.
 `bench_selective_search()` times it on a 500x375 photograph.
 """
 import heapq
+import functools
 import os
 import time
 import zipfile
@@ -259,15 +260,20 @@ def _write_npz(f, arrays):
                 np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
 
 
-def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=2000):
+def _proposals_of(dataset, mode, max_proposals, i):
+    return selective_search(dataset[i]['image'], mode, max_proposals)
+
+
+def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=2000, workers=None):
     """Selective search boxes for every image of `dataset`, cached in one .npz file.
 
     dataset: has len() and ds[i] -> dict with 'image' (H, W, 3) uint8 and 'id' (an `ids` list is
     used when present, so a complete cache is read without decoding any image). The cache holds
     one (P, 4) float32 array per image id plus the mode and max_proposals it was made with;
     boxes already cached with the same settings are reused, missing ones computed, and the file
-    rewritten atomically (other settings: everything is recomputed). Returns a dict
-    id -> (P, 4) float32 boxes, in the dataset's order.
+    rewritten atomically (other settings: everything is recomputed). `workers` processes
+    (default: one per CPU core) share the images. Returns a dict id -> (P, 4) float32 boxes,
+    in the dataset's order.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -286,8 +292,18 @@ def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=20
             raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); delete it to recompute') from e
     missing = [i for i, image_id in enumerate(ids) if str(image_id) not in cached]
     if missing:
-        for i in progress(missing, desc=f'selective search ({mode})'):
-            cached[str(ids[i])] = selective_search(dataset[i]['image'], mode, max_proposals)
+        workers = min(workers or os.cpu_count() or 1, len(missing))
+        job = functools.partial(_proposals_of, dataset, mode, max_proposals)
+        if workers > 1:   # one image per task; each result depends only on its image
+            import multiprocessing
+            with multiprocessing.get_context('fork').Pool(workers) as pool:
+                results = pool.imap(job, missing)
+                for i, boxes in zip(missing, progress(results, total=len(missing),
+                                                      desc=f'selective search ({mode})')):
+                    cached[str(ids[i])] = boxes
+        else:
+            for i in progress(missing, desc=f'selective search ({mode})'):
+                cached[str(ids[i])] = job(i)
         arrays = {'__mode__': np.array(mode), '__max_proposals__': np.array(max_proposals), **cached}
         atomic_write(cache_path, lambda f: _write_npz(f, arrays))
     return {image_id: cached[str(image_id)] for image_id in ids}
