@@ -31,7 +31,6 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 import tinyrcnn as tr
-from tinyrcnn.data import preprocess
 from tinyrcnn.data.shapes import render_shapes_image
 from tinyrcnn.ops.roi_pool import round_half_away
 

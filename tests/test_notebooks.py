@@ -52,7 +52,7 @@ def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch, capsys):
     monkeypatch.setenv('JUPYTER_PATH', kernel_dir)  # where the kernelspec above is looked up
     nb = jupytext.read(path, fmt='py:percent')
     assert nb.cells and nb.cells[0].cell_type == 'markdown', f'{path}: start with a markdown title'
-    env = dict(os.environ, TINYRCNN_QUIET='1',
+    env = dict(os.environ, TINYRCNN_QUIET='1', TMPDIR=str(tmp_path),  # notebooks' scratch files too
                # figures must come back as PNG outputs: the inline backend renders with Agg
                MPLBACKEND='module://matplotlib_inline.backend_inline',
                PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p]))

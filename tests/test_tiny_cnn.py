@@ -3,6 +3,7 @@ import numpy as np
 
 import tinyrcnn as tr
 import tinyrcnn.functional as F
+from conftest import gpu
 
 
 def make_task(n, rng):
@@ -64,3 +65,22 @@ def test_training_is_deterministic_for_a_seed():
     _, a = train(steps=5, seed=1)
     _, b = train(steps=5, seed=1)
     assert a == b
+
+
+@gpu
+def test_tiny_cnn_step_on_gpu_equals_cpu():
+    """One SGD step of the tiny CNN on CuPy gives the NumPy step's loss and parameters."""
+    x, y = make_task(16, np.random.default_rng(5))
+    results = {}
+    for device in ('cpu', 'cuda'):
+        tr.manual_seed(0)
+        net = tiny_cnn().to(device)
+        opt = tr.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+        loss = F.cross_entropy(net(tr.Tensor(x).to(device)), tr.Tensor(y).to(device).data)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        results[device] = loss.item(), [p.numpy() for p in net.parameters()]
+    assert abs(results['cpu'][0] - results['cuda'][0]) < 1e-5
+    for a, b in zip(results['cpu'][1], results['cuda'][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
