@@ -33,6 +33,7 @@ class TrainConfig:
     weights: str = None                  # pretrained trunk (torchvision .pth or tinyrcnn .npz)
     source: str = 'torchvision'          # preprocessing of the weights' origin (data.transforms)
     freeze_stages: int = 2               # conv1 and conv2 stay fixed (Sec. 4.5)
+    dropout: float = None                # fc6/fc7 dropout; None keeps the trunk's (0.5)
     ims_per_batch: int = 2               # N images per mini-batch ...
     rois_per_batch: int = 128            # ... and R RoIs in all, R/N from each image
     fg_fraction: float = 0.25            # 25% foreground RoIs ...
@@ -78,7 +79,7 @@ class TrainConfig:
 def prepare_roidb(dataset, proposals, cfg):
     """For each image: candidate RoIs (ground truth + proposals), each with its best-matching
     ground-truth box, that IoU, and the label. Difficult objects are left out, as in the
-    original code. Returns a list of dicts."""
+    original code, and so are images with no RoI to sample. Returns a list of dicts."""
     roidb = []
     for i in range(len(dataset)):
         gt = dataset.annotation(i)
@@ -94,8 +95,15 @@ def prepare_roidb(dataset, proposals, cfg):
         else:
             assignment = np.zeros(len(rois), np.int64)
             max_iou = np.zeros(len(rois), np.float32)
+        usable = (max_iou >= cfg.fg_thresh).any() or (
+            (max_iou < cfg.bg_thresh_hi) & (max_iou >= cfg.bg_thresh_lo)).any()
+        if not usable:    # nothing to sample (e.g. only difficult objects): skip, as the original
+            continue      # code's filter_roidb does
         roidb.append({'index': i, 'id': gt['id'], 'rois': rois, 'gt_boxes': gt_boxes,
                       'gt_labels': gt_labels, 'assignment': assignment, 'max_iou': max_iou})
+    if not roidb:
+        raise ValueError('no training image has a usable RoI (foreground IoU >= '
+                         f'{cfg.fg_thresh} or background IoU in [{cfg.bg_thresh_lo}, {cfg.bg_thresh_hi}))')
     return roidb
 
 
@@ -189,6 +197,10 @@ class Trainer:
         manual_seed(cfg.seed)
         self.model = model or FastRCNN(cfg.trunk, self.num_classes, cfg.freeze_stages,
                                        weights=cfg.weights)
+        if cfg.dropout is not None:
+            for m in self.model.classifier:
+                if hasattr(m, 'p'):
+                    m.p = cfg.dropout
         self.model.to(cfg.device).train()
         self.roidb = prepare_roidb(dataset, proposals, cfg)
         self.means, self.stds = target_stats(self.roidb, cfg)
@@ -346,7 +358,7 @@ def export_model(model, path, class_names, means, stds, cfg):
 
 def load_model(path, device='cpu'):
     """A FastRCNN saved by `export_model` (path to its .npz or .json), with its settings dict."""
-    base = path[:-4] if path.endswith(('.npz', '.json')) else path
+    base = os.path.splitext(path)[0] if path.endswith(('.npz', '.json')) else path
     if not os.path.exists(base + '.json') or not os.path.exists(base + '.npz'):
         raise FileNotFoundError(f'model not found: expected {base}.npz and {base}.json')
     with open(base + '.json') as f:

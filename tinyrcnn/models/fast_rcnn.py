@@ -81,7 +81,8 @@ class FastRCNN(nn.Module):
     def head(self, feats, rois):
         """RoI pooling and the fully connected head on a computed feature map."""
         pooled = self.roi_pool(feats, rois)                      # (R, C, 7, 7)
-        h = self.classifier(pooled.reshape(pooled.shape[0], -1))  # (R, 4096)
+        R, C, ph, pw = pooled.shape
+        h = self.classifier(pooled.reshape(R, C * ph * pw))      # (R, 4096)
         return self.cls_score(h), self.bbox_pred(h)              # (R, K+1), (R, 4(K+1))
 
     def forward(self, images, rois):
