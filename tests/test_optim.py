@@ -48,3 +48,24 @@ def test_step_schedule_and_state_round_trip():
     opt2.load_state_dict(state)
     assert opt2.lr == opt.lr
     np.testing.assert_array_equal(opt2.velocity[id(w2)], opt.velocity[id(w)])
+
+
+def test_adam_matches_hand_computed_steps_and_state_round_trip():
+    w = tr.nn.Parameter(np.array([1.0, -2.0]))
+    opt = tr.optim.Adam([w], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    m = v = np.zeros(2)
+    ref = w.data.copy()
+    for t, g in enumerate(([0.5, 0.5], [1.0, -1.0], [0.0, 2.0]), start=1):
+        w.grad = np.array(g)
+        opt.step()
+        m = 0.9 * m + 0.1 * np.array(g)
+        v = 0.99 * v + 0.01 * np.array(g) ** 2
+        ref = ref - 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
+        np.testing.assert_allclose(w.data, ref, rtol=1e-7)
+    w2 = tr.nn.Parameter(w.data.copy())
+    opt2 = tr.optim.Adam([w2], lr=0.1, betas=(0.9, 0.99))
+    opt2.load_state_dict(opt.state_dict())
+    w.grad = w2.grad = np.array([0.3, -0.1])
+    opt.step()
+    opt2.step()
+    np.testing.assert_array_equal(w.data, w2.data)

@@ -21,7 +21,7 @@ from . import backend, boxes as bx
 from . import functional as F
 from .data.transforms import hflip, preprocess, rescale, im_list_to_blob
 from .models.fast_rcnn import FastRCNN
-from .optim import SGD, StepLR
+from .optim import SGD, Adam, StepLR
 from .tensor import Tensor
 from .utils import atomic_write, manual_seed, progress
 
@@ -44,6 +44,7 @@ class TrainConfig:
     flip: bool = True                    # horizontal flip with probability 0.5
     scales: tuple = (600,)               # shorter side; several = multi-scale training (Sec. 2.4)
     max_size: int = 1000                 # longer side at most
+    optimizer: str = 'sgd'               # 'sgd' (the paper's) or 'adam' (from-scratch demo)
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0005
@@ -207,9 +208,14 @@ class Trainer:
         params = self.model.trainable_parameters()
         weights = [p for n, p in params if not n.endswith('bias')]
         biases = [p for n, p in params if n.endswith('bias')]
-        self.optimizer = SGD([{'params': weights},
-                              {'params': biases, 'lr_mult': cfg.bias_lr_mult, 'weight_decay': 0.0}],
-                             lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        groups = [{'params': weights},
+                  {'params': biases, 'lr_mult': cfg.bias_lr_mult, 'weight_decay': 0.0}]
+        if cfg.optimizer == 'sgd':
+            self.optimizer = SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == 'adam':
+            self.optimizer = Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
         self.schedule = StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
         self.iteration = 0
         self.history = []                    # (iteration, loss, loss_cls, loss_loc)
@@ -274,11 +280,14 @@ class Trainer:
         target statistics and the settings; one atomic file plus a readable settings JSON."""
         path = path or self.checkpoint_path()
         arrays = {f'param/{k}': v for k, v in self.model.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for i, v in enumerate(opt['velocity']):
-            if v is not None:
-                arrays[f'velocity/{i}'] = v
-        meta = {'iteration': self.iteration, 'history': self.history, 'lr': opt['lr'],
+        opt, opt_scalars = self.optimizer.state_dict(), {}
+        for key, value in opt.items():               # buffers (lists of arrays) and scalars
+            if isinstance(value, list):
+                opt_scalars[key] = {'buffers': len(value)}
+                arrays.update({f'opt/{key}/{i}': v for i, v in enumerate(value) if v is not None})
+            else:
+                opt_scalars[key] = value
+        meta = {'iteration': self.iteration, 'history': self.history, 'optimizer': opt_scalars,
                 'schedule': self.schedule.state_dict(), 'config': dataclasses.asdict(self.cfg),
                 'class_names': self.class_names}
         arrays['meta'] = np.array(json.dumps(meta))
@@ -296,11 +305,14 @@ class Trainer:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z['meta']))
             self.model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith('param/')})
-            n = len(self.optimizer.parameters())
-            velocity = [z[f'velocity/{i}'] if f'velocity/{i}' in z.files else None for i in range(n)]
+            opt = {}
+            for key, value in meta['optimizer'].items():
+                if isinstance(value, dict):
+                    names = [f'opt/{key}/{i}' for i in range(value['buffers'])]
+                    value = [z[name] if name in z.files else None for name in names]
+                opt[key] = value
             self.means, self.stds = z['means'], z['stds']
-        self.optimizer.load_state_dict({'lr': meta['lr'], 'momentum': self.cfg.momentum,
-                                        'velocity': velocity})
+        self.optimizer.load_state_dict(opt)
         self.schedule.load_state_dict(meta['schedule'])
         self.iteration = meta['iteration']
         self.history = [tuple(h) for h in meta['history']]
