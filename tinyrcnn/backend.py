@@ -77,6 +77,22 @@ def scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def matmul(a, b):
+    """a @ b for 2-D arrays, in the orientation OpenBLAS runs fastest.
+
+    When one operand is row-major and the other a transposed view (the products of linear and
+    conv backward), OpenBLAS on a few cores is several times faster when the output has at least
+    as many rows as columns (measured: fc6 forward 24 ms -> 3 ms). Then (b^T a^T)^T, the same
+    numbers, is computed instead. CuPy (cuBLAS) is left alone.
+    """
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or b.ndim != 2:
+        return a @ b
+    mixed = a.flags.c_contiguous != b.flags.c_contiguous
+    if mixed and a.shape[0] < b.shape[1]:
+        return (b.T @ a.T).T
+    return a @ b
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA kernels
 # ---------------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ from ..tensor import Function
 class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w, self.has_b = x, w, b is not None
-        y = x @ w.T                                   # (N, out)
+        y = backend.matmul(x, w.T)                    # (N, out)
         return y + b if b is not None else y
 
     def backward(self, gy):
-        gx = gy @ self.w                              # (N, in)
-        gw = gy.T @ self.x                            # (out, in)
+        gx = backend.matmul(gy, self.w)               # (N, in)
+        gw = backend.matmul(gy.T, self.x)             # (out, in)
         gb = gy.sum(axis=0) if self.has_b else None
         return gx, gw, gb
 
