@@ -55,6 +55,10 @@ class TrainConfig:
     loss_lambda: float = 1.0             # L = L_cls + lambda [u >= 1] L_loc
     smooth_l1_sigma: float = 1.0
     normalize_targets: bool = True       # regression targets to zero mean, unit variance
+    pretrain_iterations: int = 0         # > 0: first classify object crops (no-ImageNet demo)
+    pretrain_batch: int = 64
+    pretrain_crop: int = 64
+    pretrain_lr: float = 0.001
     seed: int = 0
     checkpoint_every: int = 1000
     device: str = 'cpu'
@@ -260,6 +264,8 @@ class Trainer:
             m = recent.mean(axis=0)
             return f'loss {m[0]:.3f} (cls {m[1]:.3f}, loc {m[2]:.3f}) lr {self.optimizer.lr:.2g}'
 
+        if start == 0 and self.cfg.pretrain_iterations > 0:
+            self.pretrain(show_progress)
         steps = range(start, total)
         if show_progress:
             steps = progress(steps, total=total - start, desc='train', postfix=postfix)
@@ -270,6 +276,20 @@ class Trainer:
         if self.out_dir and self.iteration > start:
             self.save_checkpoint()
         return self.history
+
+    def pretrain(self, show_progress=True):
+        """Classify crops of the training objects first (`tinyrcnn.pretrain`): the stand-in for
+        ImageNet initialisation when the trunk starts from scratch."""
+        from .pretrain import object_crops, pretrain_on_crops
+        cfg = self.cfg
+        crops, labels = object_crops(self.dataset, cfg.pretrain_crop, seed=cfg.seed)
+        params = [p for _, p in self.model.trainable_parameters()]
+        opt = (Adam(params, lr=cfg.pretrain_lr) if cfg.optimizer == 'adam'
+               else SGD(params, lr=cfg.pretrain_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
+        self.pretrain_history = pretrain_on_crops(
+            self.model, crops, labels, opt, cfg.pretrain_iterations, cfg.pretrain_batch, cfg.source,
+            cfg.seed, cfg.device, show_progress)
+        return self.pretrain_history
 
     # ----- checkpoints -------------------------------------------------------------------------
     def checkpoint_path(self):

@@ -1,0 +1,101 @@
+"""Pretraining on object crops: the CPU demo's stand-in for ImageNet (Fast R-CNN, Sec. 2.2).
+
+Fast R-CNN starts from a network that already recognises objects. The CPU demo has no ImageNet
+weights for its small trunk, so it first teaches the very same network to classify crops of
+the training objects (and of background) with RoI = the whole crop, then fine-tunes it for
+detection. A mini-batch of crops holds 64 different objects where a detection mini-batch holds
+a handful (Sec. 2.3: RoIs from one image are correlated), which is what a network trained from
+scratch needs first.
+"""
+import numpy as np
+
+from . import boxes as bx
+from . import functional as F
+from .data.transforms import preprocess
+from .tensor import Tensor
+from .utils import manual_seed, progress
+
+
+def object_crops(dataset, size=64, per_object=4, background_per_image=3, seed=0):
+    """Crops (M, size, size, 3) uint8 and labels (M,) int64: jittered boxes around every
+    non-difficult object (IoU >= 0.7 with it, label = its class) and random boxes overlapping
+    no object by more than 0.3 (label 0, background)."""
+    from skimage.transform import resize
+    rng = np.random.default_rng(seed)
+    crops, labels = [], []
+
+    def crop(image, b):
+        x1, y1, x2, y2 = np.round(b).astype(int)
+        patch = image[y1:y2 + 1, x1:x2 + 1]
+        return (resize(patch, (size, size), order=1, anti_aliasing=False,
+                       preserve_range=True) + 0.5).astype(np.uint8)
+
+    for i in range(len(dataset)):
+        item = dataset[i]
+        image, H, W = item['image'], item['image'].shape[0], item['image'].shape[1]
+        keep = ~np.asarray(item['difficult'], bool)
+        gt, gl = item['boxes'][keep], item['labels'][keep]
+        for box, label in zip(gt, gl):
+            w, h = box[2] - box[0] + 1, box[3] - box[1] + 1
+            found = 0
+            for _ in range(20 * per_object):
+                if found == per_object:
+                    break
+                cx = (box[0] + box[2]) / 2 + rng.normal(0, 0.08) * w
+                cy = (box[1] + box[3]) / 2 + rng.normal(0, 0.08) * h
+                s = np.exp(rng.normal(0, 0.1, 2))
+                cand = bx.clip_boxes(np.array([[cx - s[0] * w / 2, cy - s[1] * h / 2,
+                                                cx + s[0] * w / 2, cy + s[1] * h / 2]]), H, W)
+                if bx.box_iou(cand, box[None])[0, 0] >= 0.7:
+                    crops.append(crop(image, cand[0]))
+                    labels.append(label)
+                    found += 1
+        found = 0
+        for _ in range(50 * background_per_image):
+            if found == background_per_image:
+                break
+            w, h = rng.uniform(0.1, 0.5) * W, rng.uniform(0.1, 0.5) * H
+            x1, y1 = rng.uniform(0, W - w), rng.uniform(0, H - h)
+            cand = np.array([[x1, y1, x1 + w - 1, y1 + h - 1]])
+            if len(gt) == 0 or bx.box_iou(cand, gt).max() < 0.3:
+                crops.append(crop(image, cand[0]))
+                labels.append(0)
+                found += 1
+    return np.stack(crops), np.asarray(labels, np.int64)
+
+
+def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64, source='tiny',
+                      seed=0, device='cpu', show_progress=True):
+    """Train `model` (a FastRCNN) to classify crops: each crop is one image and its RoI is the
+    whole crop, so the same trunk, RoI pooling and head are trained as in detection, with the
+    log loss only. Returns the history of (iteration, loss, accuracy)."""
+    from . import backend
+    rng = np.random.default_rng([seed, 23])
+    n, size = len(crops), crops.shape[1]
+    rois = np.zeros((batch, 5), np.float32)
+    rois[:, 0] = np.arange(batch)
+    rois[:, 3:] = size - 1                                   # [n, 0, 0, size-1, size-1]
+    history = []
+    steps = range(iterations)
+    if show_progress:
+        steps = progress(steps, desc='pretrain on crops',
+                         postfix=lambda: (f'loss {np.mean([h[1] for h in history[-20:]]):.3f} '
+                                          f'acc {np.mean([h[2] for h in history[-20:]]):.2f}')
+                         if history else '')
+    model.train()
+    for it in steps:
+        manual_seed(seed * 1_000_003 + 500_000 + it)
+        idx = rng.choice(n, batch, replace=n < batch)
+        images = crops[idx]
+        flip = rng.random(batch) < 0.5
+        images[flip] = images[flip, :, ::-1]
+        x = np.stack([preprocess(im, source) for im in images])          # (B, 3, size, size)
+        scores, _ = model(Tensor(backend.to_device(x, device)), backend.to_device(rois, device))
+        y = backend.to_device(labels[idx], device)
+        loss = F.cross_entropy(scores, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        accuracy = float((scores.numpy().argmax(axis=1) == labels[idx]).mean())
+        history.append((it + 1, loss.item(), accuracy))
+    return history
