@@ -67,7 +67,10 @@ def _settings(pairs):
 
 def cmd_train(args):
     import os
-    from .train import TrainConfig, Trainer
+    if args.model == 'faster':
+        from .train_faster import FasterTrainConfig as TrainConfig
+    else:
+        from .train import TrainConfig, Trainer
     settings = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed)
     if args.iterations:
         settings['iterations'] = args.iterations
@@ -76,8 +79,11 @@ def cmd_train(args):
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
     ds = _dataset(args.data, args.split)
-    props = _proposals(ds, args.data, args.proposal_mode)
-    trainer = Trainer(cfg, ds, props, args.out)
+    if args.model == 'faster':
+        from .train_faster import FasterTrainer
+        trainer = FasterTrainer(cfg, ds, args.out)
+    else:
+        trainer = Trainer(cfg, ds, _proposals(ds, args.data, args.proposal_mode), args.out)
     if args.resume:
         trainer.load_checkpoint()
         print(f'resumed at iteration {trainer.iteration}')
@@ -87,8 +93,21 @@ def cmd_train(args):
 
 
 def _load(path, device):
+    """A model saved by train or demo, Fast or Faster R-CNN (its JSON says which)."""
+    import json
+    import os
     from .train import load_model
-    return load_model(path, device)
+    base = os.path.splitext(path)[0] if path.endswith(('.npz', '.json')) else path
+    if os.path.exists(base + '.json'):
+        with open(base + '.json') as f:
+            try:
+                architecture = json.load(f).get('architecture')
+            except json.JSONDecodeError:
+                raise ValueError(f'{base}.json is not a model description (not JSON)')
+        if architecture == 'faster_rcnn':
+            from .train_faster import load_faster_model
+            return load_faster_model(base, device)
+    return load_model(base, device)
 
 
 def cmd_test(args):
@@ -97,10 +116,15 @@ def cmd_test(args):
     from .eval import format_ap_table, plot_pr_curves
     model, info = _load(args.weights, args.device)
     ds = _dataset(args.data, args.split)
-    props = _proposals(ds, args.data, args.proposal_mode)
     scales = tuple(args.scales) if args.scales else tuple(info['scales'])
-    result, _, spi = evaluate_model(model, ds, props, scales=scales, max_size=info['max_size'],
-                                    source=info['source'], use_07_metric=not args.area_ap)
+    if info['architecture'] == 'faster_rcnn':       # proposals come from the network itself
+        from .models.faster_rcnn import evaluate_faster
+        result, _, spi = evaluate_faster(model, ds, scale=scales[0], max_size=info['max_size'],
+                                         source=info['source'], use_07_metric=not args.area_ap)
+    else:
+        props = _proposals(ds, args.data, args.proposal_mode)
+        result, _, spi = evaluate_model(model, ds, props, scales=scales, max_size=info['max_size'],
+                                        source=info['source'], use_07_metric=not args.area_ap)
     print(format_ap_table(result))
     os.makedirs(args.out, exist_ok=True)
     plot_pr_curves(result, os.path.join(args.out, 'pr_curves.png'))
@@ -121,14 +145,21 @@ def cmd_detect(args):
     model, info = _load(args.weights, args.device)
     image = read_image(args.image)
     t = time.time()
-    if args.proposals:
-        props = np.load(args.proposals, allow_pickle=False)
+    if info['architecture'] == 'faster_rcnn':       # the RPN proposes: no selective search
+        from .models.faster_rcnn import detect as detect_faster
+        props = ()
+        t_props = 0.0
+        dets = detect_faster(model, image, score_thresh=args.threshold, scale=info['scales'][0],
+                             max_size=info['max_size'], source=info['source'])
     else:
-        props = selective_search(image, mode=args.proposal_mode)
-    t_props = time.time() - t
-    t = time.time()
-    dets = detect(model, image, props, scales=tuple(info['scales']), max_size=info['max_size'],
-                  source=info['source'], score_thresh=args.threshold)
+        if args.proposals:
+            props = np.load(args.proposals, allow_pickle=False)
+        else:
+            props = selective_search(image, mode=args.proposal_mode)
+        t_props = time.time() - t
+        t = time.time()
+        dets = detect(model, image, props, scales=tuple(info['scales']), max_size=info['max_size'],
+                      source=info['source'], score_thresh=args.threshold)
     t_det = time.time() - t
     names = info['class_names']
     for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
@@ -137,7 +168,8 @@ def cmd_detect(args):
             print(f'{names[label - 1]:>12} {score:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]')
     out = args.out or os.path.splitext(os.path.basename(args.image))[0] + '_detections.png'
     draw_detections(image, dets, names, out, score_min=args.show)
-    print(f'{len(props)} proposals in {t_props:.2f} s, detection {t_det:.2f} s; picture: {out}')
+    where = f'{len(props)} proposals in {t_props:.2f} s, ' if len(props) else 'RPN proposals, '
+    print(f'{where}detection {t_det:.2f} s; picture: {out}')
 
 
 def cmd_proposals(args):
@@ -170,6 +202,7 @@ def build_parser():
     t = sub.add_parser('train', help='train Fast R-CNN on a VOC-format data set')
     t.add_argument('--data', required=True, help='VOC-format root (Annotations/, JPEGImages/, ...)')
     t.add_argument('--split', default='trainval')
+    t.add_argument('--model', choices=['fast', 'faster'], default='fast')
     t.add_argument('--trunk', default='vgg16', choices=['vgg16', 'vgg-tiny'])
     t.add_argument('--weights', default=None, help='pretrained VGG16 (.pth or .npz)')
     t.add_argument('--iterations', type=int, default=None)
