@@ -52,21 +52,22 @@ class SGD:
         for p in self.parameters():
             p.grad = None
 
-    def step(self):
+    def _updates(self):
+        """(parameter, its group's learning rate, gradient with weight decay, xp) for every
+        parameter that has a gradient."""
         for g in self.groups:
             lr, wd = self.lr * g['lr_mult'], g['weight_decay']
             for p in g['params']:
-                if p.grad is None:
-                    continue
-                xp = backend.get_array_module(p.data)
-                grad = p.grad + wd * p.data if wd else p.grad
-                v = self.velocity.get(id(p))
-                if v is None:
-                    v = xp.zeros_like(p.data)
-                v *= self.momentum
-                v += lr * grad
-                self.velocity[id(p)] = v
-                p.data -= v
+                if p.grad is not None:
+                    yield p, lr, (p.grad + wd * p.data if wd else p.grad), \
+                        backend.get_array_module(p.data)
+
+    def step(self):
+        for p, lr, grad, xp in self._updates():
+            v = self.velocity.setdefault(id(p), xp.zeros_like(p.data))
+            v *= self.momentum
+            v += lr * grad
+            p.data -= v
 
     def state_dict(self):
         """Momentum buffers in parameter order, as NumPy arrays (None where unused)."""
@@ -104,20 +105,14 @@ class Adam(SGD):
         self.steps += 1
         b1, b2, t = self.momentum, self.beta2, self.steps
         scale = (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)          # bias corrections of both moments
-        for g in self.groups:
-            lr, wd = self.lr * g['lr_mult'], g['weight_decay']
-            for p in g['params']:
-                if p.grad is None:
-                    continue
-                xp = backend.get_array_module(p.data)
-                grad = p.grad + wd * p.data if wd else p.grad
-                m = self.velocity.setdefault(id(p), xp.zeros_like(p.data))
-                v = self.second.setdefault(id(p), xp.zeros_like(p.data))
-                m *= b1
-                m += (1 - b1) * grad
-                v *= b2
-                v += (1 - b2) * grad * grad
-                p.data -= (lr * scale) * m / (xp.sqrt(v) + self.eps)
+        for p, lr, grad, xp in self._updates():
+            m = self.velocity.setdefault(id(p), xp.zeros_like(p.data))
+            v = self.second.setdefault(id(p), xp.zeros_like(p.data))
+            m *= b1
+            m += (1 - b1) * grad
+            v *= b2
+            v += (1 - b2) * grad * grad
+            p.data -= (lr * scale) * m / (xp.sqrt(v) + self.eps)
 
     def state_dict(self):
         state = super().state_dict()
