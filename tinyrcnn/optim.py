@@ -62,9 +62,16 @@ class SGD:
                     yield p, lr, (p.grad + wd * p.data if wd else p.grad), \
                         backend.get_array_module(p.data)
 
+    @staticmethod
+    def _buffer(store, p, xp):
+        """The state buffer of p in `store`, created as zeros the first time."""
+        if id(p) not in store:
+            store[id(p)] = xp.zeros_like(p.data)
+        return store[id(p)]
+
     def step(self):
         for p, lr, grad, xp in self._updates():
-            v = self.velocity.setdefault(id(p), xp.zeros_like(p.data))
+            v = self._buffer(self.velocity, p, xp)
             v *= self.momentum
             v += lr * grad
             p.data -= v
@@ -106,8 +113,8 @@ class Adam(SGD):
         b1, b2, t = self.momentum, self.beta2, self.steps
         scale = (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)          # bias corrections of both moments
         for p, lr, grad, xp in self._updates():
-            m = self.velocity.setdefault(id(p), xp.zeros_like(p.data))
-            v = self.second.setdefault(id(p), xp.zeros_like(p.data))
+            m = self._buffer(self.velocity, p, xp)
+            v = self._buffer(self.second, p, xp)
             m *= b1
             m += (1 - b1) * grad
             v *= b2
