@@ -177,3 +177,22 @@ def test_export_load_and_detect(shapes, tmp_path):
         load_faster_model(str(tmp_path / 'fast'))
     with pytest.raises(FileNotFoundError):
         load_faster_model(str(tmp_path / 'missing'))
+
+
+def test_demo_pretraining_writes_loadable_trunk(shapes, tmp_path):
+    from tinyrcnn.faster_demo import gt_crops, pretrain_trunk
+    from tinyrcnn.models.vgg import vgg_tiny
+    train_set, _ = shapes
+    X, y = gt_crops(train_set, crop=32)
+    n = sum(int((~train_set.annotation(i)['difficult']).sum()) for i in range(len(train_set)))
+    assert X.shape == (n, 3, 32, 32) and X.dtype == np.float32 and 0 <= y.min() and y.max() < 6
+    path = pretrain_trunk(train_set, str(tmp_path / 'pre.npz'), iterations=3, batch=4, crop=32,
+                          log=lambda *a: None)
+    tr.manual_seed(0)
+    fresh, trained = vgg_tiny(), vgg_tiny(weights=path)          # the same initialisation ...
+    a, b = fresh.state_dict(), trained.state_dict()
+    assert not np.array_equal(a['features.0.weight'], b['features.0.weight'])   # ... convs trained
+    assert np.array_equal(a['classifier.0.weight'], b['classifier.0.weight'])   # fc layers not
+    cfg = FasterTrainConfig(**TINY, weights=path)
+    model = FasterTrainer(cfg, train_set, None).model
+    np.testing.assert_array_equal(model.features[0].weight.numpy(), b['features.0.weight'])

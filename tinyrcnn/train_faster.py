@@ -114,16 +114,28 @@ class FasterTrainer(Trainer):
         """Sec. 3.2, 4-step training. Step 2 (k=1): a separate detector starts again from the
         initial trunk and trains on the step-1 RPN's proposals; step 3: the detector's trunk is
         fixed and only the RPN's own layers train; step 4: trunk fixed, the head trains.
-        Momentum starts afresh with each step, as a new solver would."""
+        The optimiser starts afresh with each step, as a new solver would."""
         if k == 1:
             self.step1_proposals = self.generate_proposals()
             trunk = {n: v for n, v in self.initial_state.items() if n.startswith('features.')}
             self.model.load_state_dict(trunk, strict=False)
         if k > 0:
-            self.optimizer.velocity = {}
+            self._reset_optimizer()
+
+    def _reset_optimizer(self):
+        """Empty every buffer of the optimiser (SGD's momentum, Adam's moments and step count)."""
+        state = self.optimizer.state_dict()
+        for key, value in state.items():
+            if isinstance(value, list):
+                state[key] = [None] * len(value)
+        if 'steps' in state:
+            state['steps'] = 0
+        self.optimizer.load_state_dict(state)
 
     def _set_trainable(self, k):
-        part = lambda n: 'trunk' if n.startswith('features.') else 'rpn' if n.startswith('rpn.') else 'head'  # noqa: E731
+        """Which parts learn in alternating step k (None: joint training, all of them)."""
+        def part(name):
+            return 'trunk' if name.startswith('features.') else 'rpn' if name.startswith('rpn.') else 'head'
         allowed = {None: ('trunk', 'rpn', 'head'), 0: ('trunk', 'rpn'), 1: ('trunk', 'head'),
                    2: ('rpn',), 3: ('head',)}[k]
         for n, p in self.trainable:
