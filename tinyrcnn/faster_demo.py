@@ -31,7 +31,7 @@ from .train_faster import FasterTrainConfig, FasterTrainer, load_faster_model
 # Adam without dropout or weight decay (not the paper's SGD) gets furthest in a CPU's minutes.
 CPU_FASTER_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(192,), max_size=320,
                        optimizer='adam', lr=0.0005, weight_decay=0.0, dropout=0.0,
-                       iterations=1200, step_size=900, checkpoint_every=200, source='tiny',
+                       iterations=1800, step_size=1350, checkpoint_every=200, source='tiny',
                        anchor_scales=(2, 4, 8), train_pre_nms_top_n=1000,
                        train_post_nms_top_n=500, test_pre_nms_top_n=1000, test_post_nms_top_n=100)
 # The GPU demo: VGG16 at 600 pixels, objects of ~90-360 pixels, anchors 64-256 (not tuned).
@@ -39,7 +39,7 @@ GPU_FASTER_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1
                        iterations=8000, step_size=6000, checkpoint_every=1000,
                        source='torchvision', anchor_scales=(4, 8, 16), device='cuda')
 FASTER_DATA = dict(num_train=1200, num_test=100)
-PRETRAIN = dict(iterations=600, batch=32, crop=64, lr=0.001)   # the CPU demo's trunk pretraining
+PRETRAIN = dict(iterations=800, batch=32, crop=64, lr=0.001)   # the CPU demo's trunk pretraining
 SPEED_IMAGES = 5       # test images timed with selective search (about a second each on a CPU)
 
 
