@@ -254,18 +254,31 @@ class Trainer:
         self.history.append(row)
         return row
 
+    # the columns of history after the iteration, for the progress bar and the loss curve
+    loss_names = ('total', 'classification', 'box regression')
+
+    def loss_text(self, m):
+        """Progress-bar text for the running means m of the loss columns."""
+        return f'loss {m[0]:.3f} (cls {m[1]:.3f}, loc {m[2]:.3f}) lr {self.optimizer.lr:.2g}'
+
+    def plot_title(self):
+        return 'Fast R-CNN multi-task loss'
+
     def run(self, iterations=None, show_progress=True):
         """Train up to `iterations` (default cfg.iterations), checkpointing as it goes."""
         total = self.cfg.iterations if iterations is None else iterations
+        if self.iteration == 0 and self.cfg.pretrain_iterations > 0:
+            self.pretrain(show_progress)
+        return self.train_loop(total, show_progress)
+
+    def train_loop(self, total, show_progress=True):
+        """Steps from the current iteration up to `total`, with a progress bar and checkpoints."""
         start = self.iteration
 
         def postfix():
-            recent = np.array([h[1:] for h in self.history[-20:]]) if self.history else np.zeros((1, 3))
-            m = recent.mean(axis=0)
-            return f'loss {m[0]:.3f} (cls {m[1]:.3f}, loc {m[2]:.3f}) lr {self.optimizer.lr:.2g}'
+            recent = [h[1:] for h in self.history[-20:]] or [(0.0,) * len(self.loss_names)]
+            return self.loss_text(np.mean(recent, axis=0))
 
-        if start == 0 and self.cfg.pretrain_iterations > 0:
-            self.pretrain(show_progress)
         steps = range(start, total)
         if show_progress:
             steps = progress(steps, total=total - start, desc='train', postfix=postfix)
@@ -349,12 +362,12 @@ class Trainer:
         ax = fig.add_subplot(1, 1, 1)
         k = max(1, len(h) // 50)                          # running mean over ~2% of the run
         smooth = lambda v: np.convolve(v, np.ones(k) / k, mode='valid')  # noqa: E731
-        for col, name in ((1, 'total'), (2, 'classification'), (3, 'box regression')):
+        for col, name in enumerate(self.loss_names, start=1):
             ax.plot(h[k - 1:, 0], smooth(h[:, col]), label=name)
         ax.set_xlabel('iteration')
         ax.set_ylabel('loss')
-        ax.set_title('Fast R-CNN multi-task loss')
-        ax.legend()
+        ax.set_title(self.plot_title())
+        ax.legend(fontsize=8)
         fig.tight_layout()
         path = path or os.path.join(self.out_dir, 'loss.png')
         atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))

@@ -218,44 +218,16 @@ class FasterTrainer(Trainer):
                 and self.step1_proposals is None and self.proposals_path():
             with np.load(self.proposals_path()) as z:     # resumed inside step 2
                 self.step1_proposals = {n: z[n] for n in z.files}
+        return self.train_loop(total, show_progress)
 
-        def postfix():
-            m = np.array([h[1:] for h in self.history[-20:]]).mean(axis=0)
-            return (f'loss {m[0]:.3f} (rpn {m[1]:.3f}/{m[2]:.3f}, head {m[3]:.3f}/{m[4]:.3f}) '
-                    f'lr {self.optimizer.lr:.2g}')
+    loss_names = ('total', 'RPN objectness', 'RPN box', 'head class', 'head box')
 
-        steps = range(start, total)
-        if show_progress:
-            steps = progress(steps, total=total - start, desc='train', postfix=postfix)
-        for _ in steps:
-            self.step()
-            if self.out_dir and self.iteration % self.cfg.checkpoint_every == 0:
-                self.save_checkpoint()
-        if self.out_dir and self.iteration > start:
-            self.save_checkpoint()
-        return self.history
+    def loss_text(self, m):
+        return (f'loss {m[0]:.3f} (rpn {m[1]:.3f}/{m[2]:.3f}, head {m[3]:.3f}/{m[4]:.3f}) '
+                f'lr {self.optimizer.lr:.2g}')
 
-    def plot_losses(self, path=None):
-        if not self.history:
-            return None
-        from matplotlib.figure import Figure
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        h = np.array(self.history)
-        fig = Figure(figsize=(6, 3.5))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        k = max(1, len(h) // 50)                          # running mean over ~2% of the run
-        for col, name in enumerate(('total', 'RPN objectness', 'RPN box', 'head class',
-                                    'head box'), start=1):
-            ax.plot(h[k - 1:, 0], np.convolve(h[:, col], np.ones(k) / k, mode='valid'), label=name)
-        ax.set_xlabel('iteration')
-        ax.set_ylabel('loss')
-        ax.set_title(f'Faster R-CNN losses ({self.cfg.schedule})')
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = path or os.path.join(self.out_dir, 'loss.png')
-        atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
-        return path
+    def plot_title(self):
+        return f'Faster R-CNN losses ({self.cfg.schedule})'
 
     def export(self, path):
         return export_faster_model(self.model, path, self.class_names, self.cfg)
