@@ -56,6 +56,24 @@ def test_conv2d_recomputes_columns_when_they_are_too_big(monkeypatch):
     assert tr.gradcheck(lambda x, w: F.conv2d(x, w, None, 2, 1), [x, w])
 
 
+@pytest.mark.parametrize('C,K,padding', [(4, 3, 1), (3, 3, 0), (5, 2, 2)])
+def test_conv2d_input_gradient_as_full_convolution_equals_col2im(C, K, padding, monkeypatch):
+    # on large maps with K <= C the CPU computes dx as a convolution of dy (Conv2d.input_grad);
+    # it must equal the general w^T dy + col2im path exactly up to rounding
+    from tinyrcnn.ops import conv
+    col2im = conv.col2im
+    rng = np.random.default_rng(1)
+    x = tr.Tensor(rng.standard_normal((2, C, 55, 53)), requires_grad=True)
+    w = tr.Tensor(rng.standard_normal((K, C, 3, 3)))
+    y = F.conv2d(x, w, padding=padding)
+    assert y.shape[2] * y.shape[3] >= 2500                       # the full-convolution branch
+    gy = rng.standard_normal(y.shape)
+    monkeypatch.setattr(conv, 'col2im', None)                    # must not be needed
+    y.backward(gy)
+    gcols = np.einsum('kc,nkp->ncp', w.data.reshape(K, -1), gy.reshape(2, K, -1))
+    np.testing.assert_allclose(x.grad, col2im(gcols, x.shape, 3, 3, 1, padding), rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_skips_input_gradient_when_not_needed():
     x = tr.Tensor(distinct((1, 2, 5, 5), 9))
     w = tr.Tensor(distinct((3, 2, 3, 3), 10), requires_grad=True)

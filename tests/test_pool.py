@@ -37,6 +37,28 @@ def test_max_pool2d_first_maximum_wins_and_overlap_accumulates():
     np.testing.assert_array_equal(x.grad[0, 0], [[0, 2, 0], [0, 2, 0], [0, 0, 0]])
 
 
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_max_pool2d_2x2_fast_path_equals_general_path(dtype):
+    from tinyrcnn.ops import pool
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (2, 3, 7, 9)).astype(dtype)       # odd sides and many ties
+    x[0, 0, 2:4, 4:6] = np.nan                                 # one window with a NaN ...
+    Ho, Wo = 3, 4
+    y_ref, argmax = pool._forward_cpu(x, 2, 2, Ho, Wo)
+    assert pool._forward_cpu_2x2(x, Ho, Wo) is None            # ... sends it the general way
+    X = tr.Tensor(x, requires_grad=True)
+    y = F.max_pool2d(X, 2)
+    np.testing.assert_array_equal(y.data, y_ref)
+    x = x[:, :, :, ::-1].copy()
+    x[np.isnan(x)] = 1
+    y_ref, argmax = pool._forward_cpu(x, 2, 2, Ho, Wo)
+    y, winner = pool._forward_cpu_2x2(x, Ho, Wo)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(pool._backward_cpu_2x2(gy, winner, x.shape),
+                                  pool._backward_cpu(gy, argmax, x.shape, False))
+
+
 def test_max_pool2d_bad_arguments():
     with pytest.raises(ValueError, match=r'\(N, C, H, W\)'):
         F.max_pool2d(tr.Tensor(np.zeros((2, 4, 4))), 2)

@@ -93,6 +93,30 @@ def matmul(a, b):
     return a @ b
 
 
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the OS.
+
+    A training step allocates and frees the same large arrays (im2col columns, activations)
+    every iteration. By default each array above a few MB is a fresh mmap whose pages the
+    kernel must fault in and zero on first touch; with a high mmap threshold and no trimming
+    they are recycled from the heap. Measured on the 2-core machine, VGG16 trunk forward +
+    backward: 800 -> 690 ms (`python -m tinyrcnn bench --only vgg`). The process keeps its peak
+    memory. The command line calls this; a program using the library may call it too. Returns
+    True where it took effect (Linux with glibc), False elsewhere.
+    """
+    if os.environ.get('TINYRCNN_DEFAULT_MALLOC'):
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3       # from <malloc.h>
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
+                and libc.mallopt(M_TOP_PAD, 1 << 28))
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA kernels
 # ---------------------------------------------------------------------------------------------

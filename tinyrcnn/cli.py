@@ -257,6 +257,8 @@ def main(argv=None):
     if not getattr(args, 'fn', None):
         parser.print_help()
         return 2
+    from . import backend
+    backend.keep_freed_memory()          # recycle big arrays between iterations (see there)
     try:
         args.fn(args)
     except KeyboardInterrupt:

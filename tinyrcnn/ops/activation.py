@@ -8,11 +8,12 @@ from ..utils import rng
 
 class ReLU(Function):
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        xp = backend.get_array_module(x)
+        self.y = xp.maximum(x, 0)            # one pass; the mask is rebuilt from y in backward
+        return self.y
 
     def backward(self, gy):
-        return (gy * self.mask,)
+        return (gy * (self.y > 0),)
 
 
 def relu(x):
