@@ -1,5 +1,6 @@
 """The allocator switch of tinyrcnn.backend (the rest of the backend is tested with the ops)."""
 
+
 def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     import platform
     from tinyrcnn import backend

@@ -103,3 +103,15 @@ def test_im_list_to_blob_pads_bottom_right():
         im_list_to_blob([])
     with pytest.raises(ValueError, match='C=3'):
         im_list_to_blob([a, np.zeros((1, 2, 2), np.float32)])
+
+
+@pytest.mark.parametrize('shape,size', [((40, 50, 3), (31, 77)), ((7, 9), (3, 20)), ((5, 6, 3), (5, 6))])
+def test_resize_bilinear_equals_skimage(shape, size):
+    import skimage.transform
+    from tinyrcnn.data.transforms import resize_bilinear
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    ref = skimage.transform.resize(image, size, order=1, mode='edge', anti_aliasing=False,
+                                   preserve_range=True)
+    out = resize_bilinear(image, size)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-3)

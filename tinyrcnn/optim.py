@@ -115,11 +115,18 @@ class Adam(SGD):
         for p, lr, grad, xp in self._updates():
             m = self._buffer(self.velocity, p, xp)
             v = self._buffer(self.second, p, xp)
-            m *= b1
-            m += (1 - b1) * grad
-            v *= b2
-            v += (1 - b2) * grad * grad
-            p.data -= (lr * scale) * m / (xp.sqrt(v) + self.eps)
+            dt = p.data.dtype.type
+            work = xp.multiply(grad, dt(1 - b1))               # one scratch array, reused:
+            m *= dt(b1)
+            m += work                                          # m = b1 m + (1 - b1) g
+            xp.multiply(work, grad, out=work)
+            v *= dt(b2)
+            v += xp.multiply(work, dt((1 - b2) / (1 - b1)), out=work)   # v = b2 v + (1 - b2) g^2
+            xp.sqrt(v, out=work)
+            work += dt(self.eps)
+            xp.divide(m, work, out=work)
+            work *= dt(lr * scale)
+            p.data -= work                                     # p -= lr m_hat / (sqrt(v_hat) + eps)
 
     def state_dict(self):
         state = super().state_dict()
