@@ -156,3 +156,33 @@ def test_config_rejects_unknown_settings_and_missing_checkpoint(shapes, tmp_path
         Trainer(small_cfg(), ds, props, str(tmp_path)).load_checkpoint()
     with pytest.raises(FileNotFoundError, match='model not found'):
         load_model(str(tmp_path / 'nothing'))
+
+
+def test_threads_give_the_batched_gradient_and_the_same_result_every_time(tmp_path):
+    # images of one size, so the batched blob has no padding: the per-image graphs on two
+    # threads must then give the batched step's loss and gradients (up to float32 rounding)
+    root = make_shapes_voc(tmp_path / 'same_size', 4, 0, seed=5, image_size=(80, 80))
+    ds = VOCDetection(root, 'trainval')
+    props = jittered_proposals(ds)
+    grads, losses = {}, {}
+    for threads in (1, 2):
+        t = Trainer(small_cfg(threads=threads, scales=(80,), dropout=0.0), ds, props, None)
+        assert t.parallel_images(2) == (threads == 2)
+        losses[threads] = t.step()[1:]
+        grads[threads] = {n: p.grad.copy() for n, p in t.model.trainable_parameters()}
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)
+    for n in grads[1]:
+        scale = np.abs(grads[1][n]).max() + 1e-12
+        np.testing.assert_allclose(grads[2][n] / scale, grads[1][n] / scale, atol=2e-5, err_msg=n)
+    # the sum runs in image order, so thread timing cannot change a single bit
+    again = Trainer(small_cfg(threads=2, scales=(80,), dropout=0.0), ds, props, None)
+    again.step()
+    for n, p in again.model.trainable_parameters():
+        np.testing.assert_array_equal(p.grad, grads[2][n])
+
+
+def test_threads_fall_back_to_one_graph_with_dropout(shapes):
+    ds, props = shapes
+    t = Trainer(small_cfg(threads=2, dropout=0.5), ds, props, None)
+    assert not t.parallel_images(2)            # shared dropout generator: stay sequential
+    assert t.step()[1] > 0

@@ -117,6 +117,37 @@ def keep_freed_memory():
                 and libc.mallopt(M_TOP_PAD, 1 << 28))
 
 
+@functools.lru_cache(maxsize=None)
+def _openblas_local_threads():
+    """OpenBLAS's `openblas_set_num_threads_local` (OpenBLAS >= 0.3.27), from the copy NumPy
+    has loaded, or None."""
+    try:
+        import ctypes
+        with open('/proc/self/maps') as f:
+            paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)
+            if hasattr(lib, 'openblas_set_num_threads_local'):
+                fn = lib.openblas_set_num_threads_local
+                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                return fn
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
+def set_blas_threads_local(n):
+    """Let matrix products called from the current thread use `n` threads (OpenBLAS only).
+    Threads that each run their own products (`train.Trainer` with `threads`) set 1, so that
+    two of them share two cores instead of starting four BLAS threads. Returns True where the
+    setting took effect."""
+    fn = _openblas_local_threads()
+    if fn is None:
+        return False
+    fn(int(n))
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA kernels
 # ---------------------------------------------------------------------------------------------

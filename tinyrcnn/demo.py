@@ -30,6 +30,21 @@ GPU_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr
 DATA = dict(num_train=200, num_test=100)
 
 
+def demo_data(out, num_train, num_test, seed=0):
+    """The synthetic VOC-format data set of both demos in OUT/data: (root, trainval, test)."""
+    root = make_shapes_voc(os.path.join(out, 'data'), num_train, num_test, seed=seed)
+    return root, VOCDetection(root, 'trainval'), VOCDetection(root, 'test')
+
+
+def save_pictures(out, test_set, detections, result, count=6):
+    """PR curves and the first `count` test images with their detections, into `out`."""
+    plot_pr_curves(result, os.path.join(out, 'pr_curves.png'))
+    for i in range(min(count, len(test_set))):
+        item = test_set[i]
+        draw_detections(item['image'], detections[i], test_set.class_names,
+                        os.path.join(out, 'detections', f"{item['id']}.png"), ground_truth=item)
+
+
 def dataset_proposals(dataset, root, mode='fast', max_proposals=2000):
     """Selective search for a whole data set, cached in ROOT/proposals_MODE_MAX.npz."""
     from .proposals import compute_dataset_proposals
@@ -41,8 +56,9 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
              num_train=None, num_test=None, log=print):
     """Run the demo into folder `out`; returns the evaluation result dict."""
     if model != 'fast':
-        from .faster_demo import run_faster_demo  # noqa: F401  (Faster R-CNN has its own issue)
-        return run_faster_demo(out, seed=seed, device=device, iterations=iterations, log=log)
+        from .faster_demo import run_faster_demo
+        return run_faster_demo(out, seed=seed, device=device, iterations=iterations,
+                               num_train=num_train, num_test=num_test, log=log)
     device = device or ('cuda' if backend.cuda_available() else 'cpu')
     backend.check_device(device)
     settings = dict(GPU_DEMO if device == 'cuda' else CPU_DEMO, seed=seed, device=device)
@@ -53,9 +69,8 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
     start = time.time()
 
     log(f'[1/4] synthetic data in {out}/data')
-    root = make_shapes_voc(os.path.join(out, 'data'), num_train or DATA['num_train'],
-                           num_test or DATA['num_test'], seed=seed)
-    train_set, test_set = VOCDetection(root, 'trainval'), VOCDetection(root, 'test')
+    root, train_set, test_set = demo_data(out, num_train or DATA['num_train'],
+                                          num_test or DATA['num_test'], seed)
 
     log('[2/4] selective search proposals (cached)')
     train_props = dataset_proposals(train_set, root)
@@ -73,11 +88,7 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
     net, _ = load_model(model_path, device)
     result, detections, spi = evaluate_model(net, test_set, test_props, **net_args)
     log(format_ap_table(result))
-    plot_pr_curves(result, os.path.join(out, 'pr_curves.png'))
-    for i in range(min(6, len(test_set))):
-        item = test_set[i]
-        draw_detections(item['image'], detections[i], test_set.class_names,
-                        os.path.join(out, 'detections', f"{item['id']}.png"), ground_truth=item)
+    save_pictures(out, test_set, detections, result)
     log(f'detection: {spi * 1000:.0f} ms per image (proposals excluded); '
         f'total demo time {time.time() - start:.0f} s; pictures in {out}')
     log(f"mAP@0.5 (VOC07 11-point): {result['map']:.3f}")

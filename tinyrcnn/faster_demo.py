@@ -18,9 +18,8 @@ import time
 import numpy as np
 
 from . import backend
-from .data import VOCDetection, make_shapes_voc
-from .detect import draw_detections
-from .eval import format_ap_table, plot_pr_curves
+from .demo import demo_data, save_pictures
+from .eval import format_ap_table
 from .models.faster_rcnn import evaluate_faster
 from .train_faster import FasterTrainConfig, FasterTrainer, load_faster_model
 
@@ -133,9 +132,8 @@ def run_faster_demo(out='out/demo_faster', seed=0, device=None, iterations=None,
     start = time.time()
 
     log(f'[1/5] synthetic data in {out}/data')
-    root = make_shapes_voc(os.path.join(out, 'data'), num_train or FASTER_DATA['num_train'],
-                           num_test or FASTER_DATA['num_test'], seed=seed)
-    train_set, test_set = VOCDetection(root, 'trainval'), VOCDetection(root, 'test')
+    _, train_set, test_set = demo_data(out, num_train or FASTER_DATA['num_train'],
+                                       num_test or FASTER_DATA['num_test'], seed)
 
     if settings['trunk'] == 'vgg-tiny':
         log(f"[2/5] pretraining vgg-tiny on the training objects ({PRETRAIN['iterations']} "
@@ -158,11 +156,7 @@ def run_faster_demo(out='out/demo_faster', seed=0, device=None, iterations=None,
     net, _ = load_faster_model(model_path, device)
     result, detections, spi = evaluate_faster(net, test_set, **net_args)
     log(format_ap_table(result))
-    plot_pr_curves(result, os.path.join(out, 'pr_curves.png'))
-    for i in range(min(6, len(test_set))):
-        item = test_set[i]
-        draw_detections(item['image'], detections[i], test_set.class_names,
-                        os.path.join(out, 'detections', f"{item['id']}.png"), ground_truth=item)
+    save_pictures(out, test_set, detections, result)
     demo_time = time.time() - start
 
     log(f'[5/5] detection speed on {min(SPEED_IMAGES, len(test_set))} test images')

@@ -66,7 +66,7 @@ def object_crops(dataset, size=64, per_object=4, background_per_image=3, seed=0)
 
 def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64, source='tiny',
                       seed=0, device='cpu', show_progress=True):
-    """Train `model` (a FastRCNN) to classify crops: each crop is one image and its RoI is the
+    """Train `model` (a FastRCNN or FasterRCNN) to classify crops: each crop is one image and its RoI is the
     whole crop, so the same trunk, RoI pooling and head are trained as in detection, with the
     log loss only. Returns the history of (iteration, loss, accuracy)."""
     from . import backend
@@ -90,7 +90,8 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
         flip = rng.random(batch) < 0.5
         images[flip] = images[flip, :, ::-1]
         x = np.stack([preprocess(im, source) for im in images])          # (B, 3, size, size)
-        scores, _ = model(Tensor(backend.to_device(x, device)), backend.to_device(rois, device))
+        feats = model.features(Tensor(backend.to_device(x, device)))
+        scores, _ = model.head(feats, backend.to_device(rois, device))   # Fast or Faster R-CNN
         y = backend.to_device(labels[idx], device)
         loss = F.cross_entropy(scores, y)
         optimizer.zero_grad()
@@ -99,3 +100,72 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
         accuracy = float((scores.numpy().argmax(axis=1) == labels[idx]).mean())
         history.append((it + 1, loss.item(), accuracy))
     return history
+
+
+class RenderedShapes:
+    """`num_images` synthetic images drawn in memory (no files), in the item format of
+    `data.VOCDetection`: the pretraining set. Image i comes from the generator (seed, i), as in
+    `data.make_shapes_voc`; a seed the demos do not use keeps it apart from their test images."""
+
+    def __init__(self, num_images, seed=2026, image_size=(160, 256)):
+        from .data.shapes import SHAPES_CLASSES, render_shapes_image
+        self.class_names = SHAPES_CLASSES
+        self.items = []
+        for i in range(num_images):
+            rng = np.random.default_rng([seed, i])
+            H, W = (int(v) for v in rng.integers(image_size[0], image_size[1] + 1, 2))
+            image, objects, _ = render_shapes_image(rng, H, W)
+            self.items.append(dict(
+                image=image, boxes=np.array([o['box'] for o in objects], np.float32).reshape(-1, 4),
+                labels=np.array([SHAPES_CLASSES.index(o['name']) + 1 for o in objects], np.int64),
+                difficult=np.array([o['difficult'] for o in objects], bool)))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def pretrain_vgg_tiny(path, num_images=2000, iterations=3000, batch=64, crop=48, lr=0.001,
+                      seed=2026, device='cpu', log=print):
+    """The CPU demos' stand-in for ImageNet weights (Sec. 2.2 starts from an ImageNet
+    classifier): vgg-tiny with fc6/fc7 trained to classify object and background crops of
+    `num_images` rendered images (`RenderedShapes`, seed 2026: none of them is a demo image),
+    Adam, step decay at 3/4. Saved as a vgg-tiny state dict (its fc8 scores the 6 shapes and
+    background), stored as float16 to keep the file small; `vgg_tiny(weights=path)` and
+    `TrainConfig(weights=path)` read it. Returns the history of (iteration, loss, accuracy)."""
+    import time
+    from .models.fast_rcnn import FastRCNN
+    from .optim import Adam, StepLR
+    from .weights import save_npz
+    start = time.time()
+    manual_seed(seed)
+    data = RenderedShapes(num_images, seed)
+    crops, labels = object_crops(data, crop, seed=seed)
+    log(f'pretraining set: {len(crops)} crops of {crop}x{crop} from {num_images} rendered images '
+        f'({np.mean(labels > 0):.0%} objects, the rest background)')
+    model = FastRCNN('vgg-tiny', len(data.class_names), freeze_stages=0).to(device)
+    for m in model.classifier:
+        if hasattr(m, 'p'):
+            m.p = 0.0
+    opt = Adam([p for _, p in model.trainable_parameters()], lr=lr)
+    history = []
+    for stage, (its, rate) in enumerate(((iterations * 3 // 4, lr), (iterations - iterations * 3 // 4, lr / 10))):
+        opt.lr = rate
+        history += [(h[0] + len(history),) + h[1:] for h in
+                    pretrain_on_crops(model, crops, labels, opt, its, batch, 'tiny', seed + stage, device)]
+    state = {f'features.{k}': v for k, v in model.features.state_dict().items()}
+    for src, dst in (('classifier.0', 'classifier.0'), ('classifier.3', 'classifier.3'),
+                     ('cls_score', 'classifier.6')):
+        state[f'{dst}.weight'] = _param(model, f'{src}.weight')
+        state[f'{dst}.bias'] = _param(model, f'{src}.bias')
+    save_npz({k: np.asarray(v, np.float16) for k, v in state.items()}, path)
+    acc = np.mean([h[2] for h in history[-100:]])
+    log(f'wrote {path}: crop accuracy {acc:.3f} over the last 100 iterations, '
+        f'{time.time() - start:.0f} s')
+    return history
+
+
+def _param(model, name):
+    return dict(model.named_parameters())[name].numpy()

@@ -137,6 +137,9 @@ class Tensor:
     # ----- autograd ---------------------------------------------------------------------------
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
+        backward_into(self, grad, None)
+
+    def _backward(self, grad, sink):
         if not self.requires_grad:
             raise RuntimeError('backward() on a tensor that does not require grad')
         xp = backend.get_array_module(self.data)
@@ -170,7 +173,10 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                if sink is not None:
+                    sink[id(node)] = (node, g)
+                else:
+                    node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
             input_grads = node._ctx.backward(g)
             if not isinstance(input_grads, tuple):
@@ -415,3 +421,11 @@ def concat(tensors, axis=0):
     if len(tensors) == 0:
         raise ValueError('concat needs at least one tensor')
     return Concat.apply(*[t if isinstance(t, Tensor) else Tensor(t) for t in tensors], axis=axis)
+
+
+def backward_into(tensor, grad=None, sink=None):
+    """`tensor.backward(grad)`, except that with a dict `sink` the leaves' gradients are not
+    accumulated into `leaf.grad` but stored as sink[id(leaf)] = (leaf, gradient). Graphs that
+    share parameters can then run backward in parallel threads and have their gradients summed
+    in a fixed order afterwards (`train.Trainer` with `threads`), bit-for-bit reproducibly."""
+    tensor._backward(grad, sink)

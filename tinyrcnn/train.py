@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 
-from . import backend, boxes as bx
+from . import backend, boxes as bx, nn
 from . import functional as F
 from .data.transforms import hflip, preprocess, rescale, im_list_to_blob
 from .models.fast_rcnn import FastRCNN
 from .optim import SGD, Adam, StepLR
-from .tensor import Tensor
+from .tensor import Tensor, backward_into
 from .utils import atomic_write, manual_seed, progress
 
 
@@ -62,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     device: str = 'cpu'
+    threads: int = 1                     # CPU: the N images of a mini-batch on this many threads
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -153,12 +154,13 @@ def expand_targets(targets, labels, num_classes):
     return full, weights
 
 
-def make_minibatch(dataset, roidb, indices, cfg, num_classes, means, stds, rng):
+def make_minibatch(dataset, roidb, indices, cfg, num_classes, means, stds, rng,
+                   rois_per_image=None):
     """The hierarchical mini-batch (Sec. 2.3): N images, R/N RoIs from each.
 
     Returns images (N, 3, H, W) float32, rois (R, 5) in the rescaled images' pixels, labels
     (R,), bbox_targets and bbox_weights (R, 4(K+1))."""
-    rois_per_image = cfg.rois_per_batch // len(indices)
+    rois_per_image = rois_per_image or cfg.rois_per_batch // len(indices)
     ims, all_rois, all_labels, all_targets = [], [], [], []
     for n, idx in enumerate(indices):
         entry = roidb[idx]
@@ -236,23 +238,88 @@ class Trainer:
         it, cfg = self.iteration, self.cfg
         rng = np.random.default_rng([cfg.seed, 11, it])
         manual_seed(cfg.seed * 1_000_003 + it)               # dropout masks of this iteration
-        images, rois, labels, targets, weights = make_minibatch(
-            self.dataset, self.roidb, self.batch_indices(it), cfg, self.num_classes,
-            self.means, self.stds, rng)
-        dev = cfg.device
-        cls_score, bbox_pred = self.model(Tensor(backend.to_device(images, dev)),
-                                          backend.to_device(rois, dev))
-        loss, loss_cls, loss_loc = multitask_loss(
-            cls_score, bbox_pred, backend.to_device(labels, dev), backend.to_device(targets, dev),
-            backend.to_device(weights, dev), cfg)
-        self.optimizer.zero_grad()
-        loss.backward()
+        indices = self.batch_indices(it)
+        if self.parallel_images(len(indices)):
+            losses = self.forward_backward_per_image(indices, rng)
+        else:
+            images, rois, labels, targets, weights = make_minibatch(
+                self.dataset, self.roidb, indices, cfg, self.num_classes, self.means, self.stds, rng)
+            dev = cfg.device
+            cls_score, bbox_pred = self.model(Tensor(backend.to_device(images, dev)),
+                                              backend.to_device(rois, dev))
+            losses = multitask_loss(
+                cls_score, bbox_pred, backend.to_device(labels, dev), backend.to_device(targets, dev),
+                backend.to_device(weights, dev), cfg)
+            self.optimizer.zero_grad()
+            losses[0].backward()
+            losses = [v.item() for v in losses]
         self.optimizer.step()
         self.schedule.step()
         self.iteration += 1
-        row = (self.iteration, loss.item(), loss_cls.item(), loss_loc.item())
+        row = (self.iteration,) + tuple(losses)
         self.history.append(row)
         return row
+
+    # ----- two cores: the images of a mini-batch on parallel threads ---------------------------
+    def parallel_images(self, n):
+        """Whether this step runs its n images on threads: cfg.threads > 1 on the CPU, and no
+        active dropout (its masks come from one shared generator, whose draws threads would
+        interleave unpredictably)."""
+        dropout = any(getattr(m, 'p', 0) > 0 for m in self.model.modules()
+                      if isinstance(m, nn.Dropout))
+        return self.cfg.threads > 1 and n > 1 and self.cfg.device == 'cpu' and not dropout
+
+    def _pool(self):
+        if getattr(self, '_threads', None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+            # each thread's matrix products use one core: the threads share the cores
+            self._threads = ThreadPoolExecutor(self.cfg.threads,
+                                               initializer=backend.set_blas_threads_local,
+                                               initargs=(1,))
+        return self._threads
+
+    def forward_backward_per_image(self, indices, rng):
+        """The step's loss and gradients with each image in its own graph, on its own thread.
+
+        The same RoIs, flips and scales as the batched step are drawn (in the same order, from
+        the same generator); each image's loss is weighted by its share of the RoIs, so the sum
+        is the mini-batch's loss (Sec. 2.3), and the images' gradients are added in image order,
+        which makes the result independent of thread timing. NumPy and OpenBLAS release
+        Python's lock, so on two cores two images take little longer than one. Returns the
+        three losses as floats."""
+        cfg = self.cfg
+        per_image = cfg.rois_per_batch // len(indices)
+        parts = [make_minibatch(self.dataset, self.roidb, [i], cfg, self.num_classes, self.means,
+                                self.stds, rng, rois_per_image=per_image) for i in indices]
+        total = sum(len(part[2]) for part in parts)
+
+        def run(part):
+            images, rois, labels, targets, weights = part
+            cls_score, bbox_pred = self.model(Tensor(images), rois)
+            losses = multitask_loss(cls_score, bbox_pred, labels, targets, weights, cfg)
+            return losses, len(labels) / total
+
+        return self.backward_parts(run, parts)
+
+    def backward_parts(self, run, parts):
+        """Gradients of a loss that is a weighted sum over parts (images): run(part) -> (list of
+        loss Tensors, weight), the first loss the one to minimise. Parts run on the thread pool
+        where `parallel_images` allows, else one after the other; either way each part's graph
+        keeps its own gradients (`tensor.backward_into`) and they are added into the parameters'
+        .grad in part order. Returns the weighted sums of the losses, as floats."""
+        def one(part):
+            losses, weight = run(part)
+            sink = {}
+            backward_into(losses[0] * weight, None, sink)
+            return [v.item() * weight for v in losses], sink
+
+        mapper = self._pool().map if self.parallel_images(len(parts)) else map
+        results = list(mapper(one, parts))
+        self.optimizer.zero_grad()
+        for _, sink in results:                              # fixed order: part 0, 1, ...
+            for p, g in sink.values():
+                p.grad = g.copy() if p.grad is None else p.grad + g
+        return [sum(r[0][k] for r in results) for k in range(len(results[0][0]))]
 
     # the columns of history after the iteration, for the progress bar and the loss curve
     loss_names = ('total', 'classification', 'box regression')

@@ -67,9 +67,8 @@ class FasterTrainConfig(TrainConfig):
         self.anchor_scales, self.anchor_ratios = tuple(self.anchor_scales), tuple(self.anchor_ratios)
         if self.schedule not in ('joint', 'alternating'):
             raise ValueError(f"schedule must be 'joint' or 'alternating', got {self.schedule!r}")
-        if self.ims_per_batch != 1:
-            raise ValueError(f'Faster R-CNN trains on one image per iteration, got ims_per_batch='
-                             f'{self.ims_per_batch}')
+        if self.ims_per_batch < 1:
+            raise ValueError(f'ims_per_batch must be >= 1, got {self.ims_per_batch}')
 
     def model_settings(self):
         """The FasterRCNN constructor's RPN arguments."""
@@ -189,7 +188,32 @@ class FasterTrainer(Trainer):
         self._set_trainable(k)
         self.optimizer.lr = self._lr_at(it, k)
 
-        e = self.roidb[self.batch_indices(it)[0]]
+        indices = self.batch_indices(it)
+        if len(indices) == 1:                      # the paper's setting: one image, one graph
+            losses = self.image_losses(self.roidb[indices[0]], rng, k, stage)
+            self.optimizer.zero_grad()
+            losses['loss'].backward()
+            values = [float(losses[n].item()) for n in LOSS_NAMES]
+        else:                                      # N images: the mean of their losses
+            # each image draws from its own generator, so threads cannot change what it draws
+            parts = [(self.roidb[i], np.random.default_rng([cfg.seed, 11, it, j]))
+                     for j, i in enumerate(indices)]
+
+            def run(part):
+                losses = self.image_losses(*part, k, stage)
+                return [losses[n] for n in LOSS_NAMES], 1 / len(parts)
+
+            values = self.backward_parts(run, parts)
+        self.optimizer.step()
+        self.schedule.step()
+        self.iteration += 1
+        row = (self.iteration,) + tuple(values)
+        self.history.append(row)
+        return row
+
+    def image_losses(self, e, rng, k, stage):
+        """The losses dict of one training image (roidb entry e): flip, rescale, forward."""
+        cfg = self.cfg
         image, gt = self.dataset[e['index']]['image'], e['gt_boxes']
         props = self.step1_proposals[str(e['index'])] if k == 1 else None
         boxes = gt if props is None else np.concatenate([gt, props])
@@ -198,21 +222,15 @@ class FasterTrainer(Trainer):
         scale = cfg.scales[rng.integers(len(cfg.scales))]
         image, boxes, factor = rescale(image, boxes, scale, cfg.max_size)
         gt, props = boxes[:len(gt)], (None if props is None else boxes[len(gt):])
-        losses = self.model(self._blob(image), (*image.shape[:2], factor), gt, e['gt_labels'],
-                            cfg, rng, proposals=props, stage=stage)
-        self.optimizer.zero_grad()
-        losses['loss'].backward()
-        self.optimizer.step()
-        self.schedule.step()
-        self.iteration += 1
-        row = (self.iteration,) + tuple(float(losses[n].item()) for n in LOSS_NAMES)
-        self.history.append(row)
-        return row
+        return self.model(self._blob(image), (*image.shape[:2], factor), gt, e['gt_labels'],
+                          cfg, rng, proposals=props, stage=stage)
 
     def run(self, iterations=None, show_progress=True):
         """Train up to `iterations` (default cfg.iterations), checkpointing as it goes."""
         total = self.cfg.iterations if iterations is None else iterations
         start = self.iteration
+        if start == 0 and self.cfg.pretrain_iterations > 0:
+            self.pretrain(show_progress)          # Trainer.pretrain: crops through trunk and head
         b = self.boundaries()
         if self.cfg.schedule == 'alternating' and b[1] < start < b[2] \
                 and self.step1_proposals is None and self.proposals_path():

@@ -68,9 +68,15 @@ def he_init(model):
 
 def vgg_tiny(weights=None, num_classes=1000, hidden=256):
     """A small VGG for CPU demos and tests: same stages and stride, ~0.4M conv parameters,
-    He-initialised (it is trained from scratch)."""
-    model = he_init(VGG(VGG_TINY_CFG, num_classes, hidden=hidden))
-    if weights is not None:
-        from ..weights import load_weights
-        model.load_state_dict(load_weights(weights))
+    He-initialised where no `weights` are given. With weights (such as the shipped
+    `assets/vgg_tiny_shapes.npz`, `tinyrcnn.pretrain.pretrain_vgg_tiny`), the classifier's
+    sizes are those of the file."""
+    if weights is None:
+        return he_init(VGG(VGG_TINY_CFG, num_classes, hidden=hidden))
+    from ..weights import load_weights
+    state = load_weights(weights)
+    if 'classifier.6.weight' in state and 'classifier.0.weight' in state:
+        num_classes, hidden = state['classifier.6.weight'].shape[0], state['classifier.0.weight'].shape[0]
+    model = VGG(VGG_TINY_CFG, num_classes, hidden=hidden)
+    model.load_state_dict(state)
     return model
