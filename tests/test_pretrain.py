@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import tinyrcnn as tr
 from tinyrcnn import boxes as bx
@@ -18,7 +19,8 @@ def test_object_crops_labels_and_overlaps(tmp_path):
     assert set(labels[labels > 0]) <= set(range(1, ds.num_classes + 1))
 
 
-def test_pretraining_on_crops_learns():
+@pytest.mark.parametrize('threads', [1, 2])
+def test_pretraining_on_crops_learns(threads):
     tr.manual_seed(0)
     rng = np.random.default_rng(0)
     # two "classes" a small trunk can tell apart, also when flipped: bright top vs bottom half
@@ -33,6 +35,26 @@ def test_pretraining_on_crops_learns():
             m.p = 0.0                                       # no dropout: a short, sure run
     opt = tr.optim.Adam([p for _, p in model.trainable_parameters()], lr=3e-3)
     history = pretrain_on_crops(model, crops, labels, opt, iterations=60, batch=16, source='tiny',
-                                show_progress=False)
+                                show_progress=False, threads=threads)
     assert np.mean([h[1] for h in history[:5]]) > np.mean([h[1] for h in history[-5:]]) * 2
     assert np.mean([h[2] for h in history[-10:]]) > 0.9
+
+
+def test_pretrained_vgg_tiny_file_loads_into_the_trainers(tmp_path):
+    from tinyrcnn.models.vgg import vgg_tiny
+    from tinyrcnn.pretrain import RenderedShapes, pretrain_vgg_tiny
+    data = RenderedShapes(3, seed=7)
+    again = RenderedShapes(3, seed=7)
+    assert len(data) == 3 and np.array_equal(data[2]['image'], again[2]['image'])
+    assert data[0]['boxes'].shape == (len(data[0]['labels']), 4)
+    path = str(tmp_path / 'pre.npz')
+    history = pretrain_vgg_tiny(path, num_images=6, iterations=4, batch=8, crop=32, log=lambda s: None)
+    assert len(history) == 4 and [h[0] for h in history] == [1, 2, 3, 4]
+    with np.load(path) as z:
+        assert all(z[k].dtype == np.float16 for k in z.files)      # stored small
+    vgg = vgg_tiny(weights=path)
+    assert vgg.classifier[6].weight.shape == (7, 256)                  # 6 shapes + background
+    model = FastRCNN('vgg-tiny', 6, freeze_stages=0, weights=path)
+    with np.load(path) as z:
+        np.testing.assert_array_equal(model.features[0].weight.numpy(),
+                                      z['features.0.weight'].astype(np.float32))

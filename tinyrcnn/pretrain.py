@@ -65,10 +65,12 @@ def object_crops(dataset, size=64, per_object=4, background_per_image=3, seed=0)
 
 
 def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64, source='tiny',
-                      seed=0, device='cpu', show_progress=True):
+                      seed=0, device='cpu', show_progress=True, threads=1):
     """Train `model` (a FastRCNN or FasterRCNN) to classify crops: each crop is one image and its RoI is the
     whole crop, so the same trunk, RoI pooling and head are trained as in detection, with the
-    log loss only. Returns the history of (iteration, loss, accuracy)."""
+    log loss only. threads > 1 (CPU): the batch is split into that many parts computed on
+    parallel threads (`tinyrcnn.parallel`). Returns the history of (iteration, loss, accuracy)."""
+    from .parallel import backward_parts
     from . import backend
     rng = np.random.default_rng([seed, 23])
     n, size = len(crops), crops.shape[1]
@@ -90,15 +92,20 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
         flip = rng.random(batch) < 0.5
         images[flip] = images[flip, :, ::-1]
         x = np.stack([preprocess(im, source) for im in images])          # (B, 3, size, size)
-        feats = model.features(Tensor(backend.to_device(x, device)))
-        scores, _ = model.head(feats, backend.to_device(rois, device))   # Fast or Faster R-CNN
-        y = backend.to_device(labels[idx], device)
-        loss = F.cross_entropy(scores, y)
-        optimizer.zero_grad()
-        loss.backward()
+        chunks = np.array_split(np.arange(batch), threads if device == 'cpu' else 1)
+
+        def run(chunk):
+            feats = model.features(Tensor(backend.to_device(x[chunk], device)))
+            r = rois[:len(chunk)]                                     # image k, the whole crop
+            scores, _ = model.head(feats, backend.to_device(r, device))   # Fast or Faster R-CNN
+            loss = F.cross_entropy(scores, backend.to_device(labels[idx[chunk]], device))
+            correct = Tensor(backend.to_device(
+                np.float64((scores.numpy().argmax(axis=1) == labels[idx[chunk]]).mean()), device))
+            return [loss, correct], len(chunk) / batch
+
+        loss, accuracy = backward_parts(run, chunks, model.parameters(), len(chunks))
         optimizer.step()
-        accuracy = float((scores.numpy().argmax(axis=1) == labels[idx]).mean())
-        history.append((it + 1, loss.item(), accuracy))
+        history.append((it + 1, loss, accuracy))
     return history
 
 
@@ -128,7 +135,7 @@ class RenderedShapes:
 
 
 def pretrain_vgg_tiny(path, num_images=2000, iterations=3000, batch=64, crop=48, lr=0.001,
-                      seed=2026, device='cpu', log=print):
+                      seed=2026, device='cpu', threads=2, log=print):
     """The CPU demos' stand-in for ImageNet weights (Sec. 2.2 starts from an ImageNet
     classifier): vgg-tiny with fc6/fc7 trained to classify object and background crops of
     `num_images` rendered images (`RenderedShapes`, seed 2026: none of them is a demo image),
@@ -154,7 +161,8 @@ def pretrain_vgg_tiny(path, num_images=2000, iterations=3000, batch=64, crop=48,
     for stage, (its, rate) in enumerate(((iterations * 3 // 4, lr), (iterations - iterations * 3 // 4, lr / 10))):
         opt.lr = rate
         history += [(h[0] + len(history),) + h[1:] for h in
-                    pretrain_on_crops(model, crops, labels, opt, its, batch, 'tiny', seed + stage, device)]
+                    pretrain_on_crops(model, crops, labels, opt, its, batch, 'tiny', seed + stage, device,
+                                      threads=threads)]
     state = {f'features.{k}': v for k, v in model.features.state_dict().items()}
     for src, dst in (('classifier.0', 'classifier.0'), ('classifier.3', 'classifier.3'),
                      ('cls_score', 'classifier.6')):

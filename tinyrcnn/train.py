@@ -22,7 +22,8 @@ from . import functional as F
 from .data.transforms import hflip, preprocess, rescale, im_list_to_blob
 from .models.fast_rcnn import FastRCNN
 from .optim import SGD, Adam, StepLR
-from .tensor import Tensor, backward_into
+from .parallel import backward_parts
+from .tensor import Tensor
 from .utils import atomic_write, manual_seed, progress
 
 
@@ -269,15 +270,6 @@ class Trainer:
                       if isinstance(m, nn.Dropout))
         return self.cfg.threads > 1 and n > 1 and self.cfg.device == 'cpu' and not dropout
 
-    def _pool(self):
-        if getattr(self, '_threads', None) is None:
-            from concurrent.futures import ThreadPoolExecutor
-            # each thread's matrix products use one core: the threads share the cores
-            self._threads = ThreadPoolExecutor(self.cfg.threads,
-                                               initializer=backend.set_blas_threads_local,
-                                               initargs=(1,))
-        return self._threads
-
     def forward_backward_per_image(self, indices, rng):
         """The step's loss and gradients with each image in its own graph, on its own thread.
 
@@ -302,24 +294,10 @@ class Trainer:
         return self.backward_parts(run, parts)
 
     def backward_parts(self, run, parts):
-        """Gradients of a loss that is a weighted sum over parts (images): run(part) -> (list of
-        loss Tensors, weight), the first loss the one to minimise. Parts run on the thread pool
-        where `parallel_images` allows, else one after the other; either way each part's graph
-        keeps its own gradients (`tensor.backward_into`) and they are added into the parameters'
-        .grad in part order. Returns the weighted sums of the losses, as floats."""
-        def one(part):
-            losses, weight = run(part)
-            sink = {}
-            backward_into(losses[0] * weight, None, sink)
-            return [v.item() * weight for v in losses], sink
-
-        mapper = self._pool().map if self.parallel_images(len(parts)) else map
-        results = list(mapper(one, parts))
-        self.optimizer.zero_grad()
-        for _, sink in results:                              # fixed order: part 0, 1, ...
-            for p, g in sink.values():
-                p.grad = g.copy() if p.grad is None else p.grad + g
-        return [sum(r[0][k] for r in results) for k in range(len(results[0][0]))]
+        """`parallel.backward_parts` over this model's parameters, on threads where
+        `parallel_images` allows."""
+        threads = self.cfg.threads if self.parallel_images(len(parts)) else 1
+        return backward_parts(run, parts, self.model.parameters(), threads)
 
     # the columns of history after the iteration, for the progress bar and the loss curve
     loss_names = ('total', 'classification', 'box regression')
@@ -368,7 +346,7 @@ class Trainer:
                else SGD(params, lr=cfg.pretrain_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
         self.pretrain_history = pretrain_on_crops(
             self.model, crops, labels, opt, cfg.pretrain_iterations, cfg.pretrain_batch, cfg.source,
-            cfg.seed, cfg.device, show_progress)
+            cfg.seed, cfg.device, show_progress, threads=cfg.threads)
         return self.pretrain_history
 
     # ----- checkpoints -------------------------------------------------------------------------
