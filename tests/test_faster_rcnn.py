@@ -179,23 +179,21 @@ def test_export_load_and_detect(shapes, tmp_path):
         load_faster_model(str(tmp_path / 'missing'))
 
 
-def test_demo_pretraining_writes_loadable_trunk(shapes, tmp_path):
-    from tinyrcnn.faster_demo import gt_crops, pretrain_trunk
-    from tinyrcnn.models.vgg import vgg_tiny
+def test_crop_pretraining_runs_before_faster_training(shapes, tmp_path):
+    # FasterTrainer.run pretrains on object crops first (Trainer.pretrain), through the same
+    # trunk and head, and only when starting from iteration 0
     train_set, _ = shapes
-    X, y = gt_crops(train_set, crop=32)
-    n = sum(int((~train_set.annotation(i)['difficult']).sum()) for i in range(len(train_set)))
-    assert X.shape == (n, 3, 32, 32) and X.dtype == np.float32 and 0 <= y.min() and y.max() < 6
-    path = pretrain_trunk(train_set, str(tmp_path / 'pre.npz'), iterations=3, batch=4, crop=32,
-                          log=lambda *a: None)
-    tr.manual_seed(0)
-    fresh, trained = vgg_tiny(), vgg_tiny(weights=path)          # the same initialisation ...
-    a, b = fresh.state_dict(), trained.state_dict()
-    assert not np.array_equal(a['features.0.weight'], b['features.0.weight'])   # ... convs trained
-    assert np.array_equal(a['classifier.0.weight'], b['classifier.0.weight'])   # fc layers not
-    cfg = FasterTrainConfig(**TINY, weights=path)
-    model = FasterTrainer(cfg, train_set, None).model
-    np.testing.assert_array_equal(model.features[0].weight.numpy(), b['features.0.weight'])
+    cfg = FasterTrainConfig(**dict(TINY, dropout=0.0), iterations=2, step_size=100,
+                            pretrain_iterations=3, pretrain_batch=8, pretrain_crop=32)
+    t = FasterTrainer(cfg, train_set, str(tmp_path))
+    before = t.model.state_dict()
+    t.run(show_progress=False)
+    assert len(t.pretrain_history) == 3 and t.iteration == 2
+    after = t.model.state_dict()
+    assert not np.array_equal(before['classifier.0.weight'], after['classifier.0.weight'])
+    resumed = FasterTrainer(cfg, train_set, str(tmp_path)).load_checkpoint()
+    resumed.run(iterations=3, show_progress=False)
+    assert not hasattr(resumed, 'pretrain_history')          # no second pretraining on resume
 
 
 def test_two_images_per_iteration_on_threads_are_reproducible(shapes, tmp_path):

@@ -17,17 +17,19 @@ from .detect import draw_detections, evaluate_model
 from .eval import format_ap_table, plot_pr_curves
 from .train import TrainConfig, Trainer, load_model
 
-# The CPU demo: a small trunk trained from scratch at the images' own scale. With no ImageNet
-# weights, the network first learns to classify crops of the training objects (the stand-in
-# for Sec. 2.2's pretraining, `tinyrcnn.pretrain`), then is fine-tuned for detection. Adam, no
-# dropout and no weight decay: settings for a short from-scratch run, not the paper's.
-CPU_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(192,), max_size=320, optimizer='adam',
-                lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1200, step_size=900,
-                pretrain_iterations=600, checkpoint_every=200, source='tiny')
+# The CPU demo: a small trunk trained from scratch, the images enlarged 1.5x (shorter side 288)
+# so that objects of 30-120 pixels span more than a few cells of the stride-16 feature map.
+# With no ImageNet weights, the network first learns to classify crops of the training objects
+# (the stand-in for Sec. 2.2's pretraining, `tinyrcnn.pretrain`), then is fine-tuned for
+# detection. Adam, no dropout and no weight decay: settings for a short from-scratch run, not
+# the paper's. The two images of a mini-batch train on two threads (`tinyrcnn.parallel`).
+CPU_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(288,), max_size=480, optimizer='adam',
+                lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1800, step_size=1350,
+                pretrain_iterations=300, checkpoint_every=300, source='tiny', threads=2)
 GPU_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
                 iterations=6000, step_size=4500, checkpoint_every=1000, source='torchvision',
                 device='cuda')
-DATA = dict(num_train=200, num_test=100)
+DATA = dict(num_train=1000, num_test=100)
 
 
 def demo_data(out, num_train, num_test, seed=0):

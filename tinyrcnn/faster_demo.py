@@ -1,12 +1,12 @@
 """`python -m tinyrcnn demo --model faster`: Faster R-CNN end to end on synthetic data.
 
 1. write the synthetic VOC-format data set of shapes (`data.make_shapes_voc`, as the Fast
-   R-CNN demo; with no proposals to precompute it can afford six times more training images);
-2. pretrain the trunk as a shape classifier on the training split's ground-truth crops: the
-   paper starts from an ImageNet classifier (Sec. 3.2), which a CPU demo cannot download;
-3. train Faster R-CNN with approximate joint training (no selective search anywhere);
-4. evaluate on the test split with the VOC07 11-point metric, and draw pictures;
-5. time detection against Fast R-CNN with selective search: the same trained network scores
+   R-CNN demo; with no proposals to precompute it affords more training images);
+2. train Faster R-CNN with approximate joint training (no selective search anywhere), after
+   the same crop pretraining as the Fast R-CNN demo (`tinyrcnn.pretrain`: the paper starts
+   from an ImageNet classifier, Sec. 3.2, which a CPU demo cannot download);
+3. evaluate on the test split with the VOC07 11-point metric, and draw pictures;
+4. time detection against Fast R-CNN with selective search: the same trained network scores
    selective-search boxes instead of its RPN's (Sec. 4: proposals become nearly free).
 
 The last line printed is `mAP@0.5 (VOC07 11-point): 0.xxx`.
@@ -28,72 +28,19 @@ from .train_faster import FasterTrainConfig, FasterTrainer, load_faster_model
 # ~1700 anchors, so fewer boxes go through NMS than the paper's 12000/2000 and 6000/300, and 100
 # proposals per test image suffice for at most four objects (Sec. 4.1 finds 100 close to 300).
 # Adam without dropout or weight decay (not the paper's SGD) gets furthest in a CPU's minutes.
+# Two images per iteration, one per thread (`tinyrcnn.parallel`), where the paper uses one.
 CPU_FASTER_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(192,), max_size=320,
                        optimizer='adam', lr=0.0005, weight_decay=0.0, dropout=0.0,
-                       iterations=1800, step_size=1350, checkpoint_every=200, source='tiny',
+                       iterations=1800, step_size=1350, checkpoint_every=300, source='tiny',
                        anchor_scales=(2, 4, 8), train_pre_nms_top_n=1000,
-                       train_post_nms_top_n=500, test_pre_nms_top_n=1000, test_post_nms_top_n=100)
+                       train_post_nms_top_n=500, test_pre_nms_top_n=1000, test_post_nms_top_n=100,
+                       pretrain_iterations=300, ims_per_batch=2, threads=2)
 # The GPU demo: VGG16 at 600 pixels, objects of ~90-360 pixels, anchors 64-256 (not tuned).
 GPU_FASTER_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
                        iterations=8000, step_size=6000, checkpoint_every=1000,
                        source='torchvision', anchor_scales=(4, 8, 16), device='cuda')
 FASTER_DATA = dict(num_train=1200, num_test=100)
-PRETRAIN = dict(iterations=800, batch=32, crop=64, lr=0.001)   # the CPU demo's trunk pretraining
 SPEED_IMAGES = 5       # test images timed with selective search (about a second each on a CPU)
-
-
-def gt_crops(dataset, crop=64, source='tiny'):
-    """Every non-difficult ground-truth object of `dataset`, cut out, resized to fit crop x crop
-    (aspect kept, zero padding) and preprocessed -> X (n, 3, crop, crop) float32, labels (n,)."""
-    from .data.transforms import preprocess, rescale
-    X, y = [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        for box, label, hard in zip(item['boxes'], item['labels'], item['difficult']):
-            if hard:
-                continue
-            x1, y1, x2, y2 = np.round(box).astype(int)
-            patch, _, _ = rescale(item['image'][y1:y2 + 1, x1:x2 + 1], None, crop, crop)
-            patch = np.pad(patch, ((0, crop - patch.shape[0]), (0, crop - patch.shape[1]), (0, 0)))
-            X.append(preprocess(patch[:crop, :crop], source))
-            y.append(label - 1)
-    return np.stack(X), np.array(y, np.int64)
-
-
-def pretrain_trunk(dataset, path, iterations=400, batch=32, crop=64, lr=0.001, seed=0,
-                   device='cpu', log=print):
-    """Pretrain vgg-tiny's conv layers as a classifier of the data set's object crops (a small
-    stand-in for ImageNet pretraining): conv layers, then one linear layer on the flattened
-    final map, Adam, random flips. Saves a full vgg-tiny state dict (the classifier layers keep
-    their initialisation) to `path`, for `FasterTrainConfig(weights=path)`. Returns path."""
-    from . import functional as F
-    from . import nn
-    from .models.vgg import vgg_tiny
-    from .optim import Adam
-    from .tensor import Tensor
-    from .utils import manual_seed, progress
-    from .weights import save_npz
-    X, y = gt_crops(dataset, crop)
-    manual_seed(seed)
-    vgg = vgg_tiny().to(device)
-    size = crop // 32                                             # five 2x2 poolings
-    channels = [m for m in vgg.features if isinstance(m, nn.Conv2d)][-1].out_channels
-    fc = nn.Linear(channels * size * size, len(dataset.class_names)).to(device)
-    optimizer = Adam(vgg.features.parameters() + fc.parameters(), lr=lr)
-    rng = np.random.default_rng([seed, 23])
-    for _ in progress(range(iterations), desc='pretrain'):
-        idx = rng.choice(len(X), batch, replace=False)
-        x = X[idx]
-        flip = rng.random(batch) < 0.5
-        x[flip] = x[flip][..., ::-1]
-        h = vgg.features(Tensor(backend.to_device(np.ascontiguousarray(x), device)))
-        loss = F.cross_entropy(fc(h.reshape(batch, -1)), backend.to_device(y[idx], device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    log(f'pretrained the trunk on {len(X)} object crops; last loss {loss.item():.3f}')
-    save_npz(vgg.state_dict(), path)
-    return path
 
 
 def compare_speed(model, dataset, n, net_args):
@@ -131,27 +78,20 @@ def run_faster_demo(out='out/demo_faster', seed=0, device=None, iterations=None,
         settings['step_size'] = max(1, int(iterations * 0.75))
     start = time.time()
 
-    log(f'[1/5] synthetic data in {out}/data')
+    log(f'[1/4] synthetic data in {out}/data')
     _, train_set, test_set = demo_data(out, num_train or FASTER_DATA['num_train'],
                                        num_test or FASTER_DATA['num_test'], seed)
 
-    if settings['trunk'] == 'vgg-tiny':
-        log(f"[2/5] pretraining vgg-tiny on the training objects ({PRETRAIN['iterations']} "
-            f"iterations; the paper starts from ImageNet)")
-        settings['weights'] = pretrain_trunk(train_set, os.path.join(out, 'pretrained.npz'),
-                                             seed=seed, device=device, log=log, **PRETRAIN)
-    else:
-        log('[2/5] no pretraining (VGG16 from its initialisation)')
     cfg = FasterTrainConfig(**settings)
-
-    log(f'[3/5] training Faster R-CNN ({cfg.trunk}, {cfg.schedule}, {cfg.iterations} iterations '
-        f'on {device}; no selective search)')
+    log(f'[2/4] training Faster R-CNN ({cfg.trunk}, {cfg.schedule}, {cfg.pretrain_iterations} '
+        f'iterations on object crops, then {cfg.iterations} of {cfg.ims_per_batch} image(s) on '
+        f'{device}; no selective search)')
     trainer = FasterTrainer(cfg, train_set, os.path.join(out, 'train'))
     trainer.run()
     model_path = trainer.export(os.path.join(out, 'model'))
     log(f'model: {model_path}; loss curve: {out}/train/loss.png')
 
-    log('[4/5] evaluating on the test split (RPN proposals)')
+    log('[3/4] evaluating on the test split (RPN proposals)')
     net_args = dict(scale=cfg.scales[0], max_size=cfg.max_size, source=cfg.source)
     net, _ = load_faster_model(model_path, device)
     result, detections, spi = evaluate_faster(net, test_set, **net_args)
@@ -159,7 +99,7 @@ def run_faster_demo(out='out/demo_faster', seed=0, device=None, iterations=None,
     save_pictures(out, test_set, detections, result)
     demo_time = time.time() - start
 
-    log(f'[5/5] detection speed on {min(SPEED_IMAGES, len(test_set))} test images')
+    log(f'[4/4] detection speed on {min(SPEED_IMAGES, len(test_set))} test images')
     t = compare_speed(net, test_set, SPEED_IMAGES, net_args)
     fast_total = t['selective_search'] + t['fast_net']
     log(f"Fast R-CNN + selective search: {fast_total * 1000:.0f} ms per image (selective search "
