@@ -58,7 +58,8 @@ if trained:
     model, info = load_model(str(demo_model.with_suffix('')))   # the path without extension
     # the demo's data set: image i is drawn from generator (seed, i), so with the demo's seed and
     # number of training images these are its first 20 test images, byte for byte
-    root = make_shapes_voc(work / 'shapes', num_train=DATA['num_train'], num_test=20, seed=0)
+    root = make_shapes_voc(work / 'shapes', num_train=DATA['num_train'], num_test=20, seed=0,
+                           only_test=True)
     test_set, num_test = VOCDetection(root, 'test'), 20
     print(f'trained demo model: {info["trunk"]}, classes {info["class_names"]}')
 else:

@@ -40,6 +40,15 @@ def test_convert_weights_round_trip(tmp_path):
     r = run('convert-weights', src, str(dst))
     assert r.returncode == 0, r.stderr
     assert dst.exists() and 'wrote' in r.stdout
+    half = tmp_path / 'half.npz'                      # .npz in, half precision out
+    r = run('convert-weights', str(dst), str(half), '--float16')
+    assert r.returncode == 0, r.stderr
+    import numpy as np
+    with np.load(dst) as full, np.load(half) as small:
+        assert sorted(full.files) == sorted(small.files)
+        for k in full.files:
+            assert small[k].dtype == np.float16
+            np.testing.assert_allclose(small[k], full[k], rtol=1e-3, atol=1e-4)
 
 
 def test_not_a_weights_file_is_one_line(tmp_path):

@@ -77,6 +77,14 @@ def test_deterministic(shapes_root, tmp_path):
     other = make_shapes_voc(tmp_path / 'other', num_train=3, num_test=0, seed=1)
     a, b = _files(other), _files(shapes_root)
     assert a['JPEGImages/000001.jpg'] != b['JPEGImages/000001.jpg']
+    # only the test split: the very same test files, no training images
+    test_only = _files(make_shapes_voc(tmp_path / 'test_only', 30, 10, seed=0, only_test=True))
+    expected = {k: v for k, v in b.items() if k.startswith(('JPEGImages/', 'Annotations/'))
+                and int(k.split('/')[1][:6]) > 30}
+    assert {k: v for k, v in test_only.items() if k in expected} == expected
+    assert not any(k in test_only for k in b if k.endswith('000001.jpg'))
+    assert test_only['ImageSets/Main/test.txt'] == b['ImageSets/Main/test.txt']
+    assert test_only['ImageSets/Main/trainval.txt'] == b''
 
 
 def test_boxes_bound_the_visible_pixels():

@@ -27,7 +27,7 @@ def cmd_bench(args):
 
 def cmd_convert_weights(args):
     from .weights import convert_weights
-    n = convert_weights(args.src, args.dst)
+    n = convert_weights(args.src, args.dst, float16=args.float16)
     print(f'wrote {n} arrays to {args.dst}')
 
 
@@ -244,9 +244,10 @@ def build_parser():
     r.add_argument('--max-proposals', type=int, default=2000)
     r.set_defaults(fn=cmd_proposals)
 
-    c = sub.add_parser('convert-weights', help='convert a PyTorch state-dict file to .npz')
+    c = sub.add_parser('convert-weights', help='convert a PyTorch state-dict file (or .npz) to .npz')
     c.add_argument('src')
     c.add_argument('dst')
+    c.add_argument('--float16', action='store_true', help='store floats in half precision')
     c.set_defaults(fn=cmd_convert_weights)
     return p
 

@@ -222,7 +222,8 @@ def _annotation_xml(image_id, H, W, objects):
     return ET.tostring(root, encoding='unicode') + '\n'
 
 
-def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), max_objects=4):
+def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), max_objects=4,
+                    only_test=False):
     """Write the synthetic shapes set under `root` in the VOC layout and return `root`.
 
     Image ids 000001.. are trainval (the last fifth of them val, the rest train), followed by
@@ -230,6 +231,8 @@ def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), ma
     aspect ratios vary. Image i is drawn from its own generator seeded by (seed, i): the same
     seed gives the same files, byte for byte. Writes JPEGImages/*.jpg (quality 90),
     Annotations/*.xml, ImageSets/Main/{train,val,trainval,test}.txt and classes.txt.
+    only_test=True draws and writes just the test images (the same files as with False), for
+    looking at a data set's test split without paying for its training images.
     """
     import imageio.v3 as iio
     if num_train < 0 or num_test < 0:
@@ -244,6 +247,8 @@ def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), ma
 
     ids = [f'{i + 1:06d}' for i in range(num_train + num_test)]
     for i, image_id in enumerate(ids):
+        if only_test and i < num_train:
+            continue
         rng = np.random.default_rng([seed, i])
         H, W = (int(v) for v in rng.integers(lo, hi + 1, 2))
         image, objects, _ = render_shapes_image(rng, H, W, max_objects)
@@ -251,9 +256,9 @@ def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), ma
         with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w') as f:
             f.write(_annotation_xml(image_id, H, W, objects))
 
-    trainval, test = ids[:num_train], ids[num_train:]
-    n_val = num_train // 5
-    splits = dict(train=trainval[:num_train - n_val], val=trainval[num_train - n_val:],
+    trainval, test = ([] if only_test else ids[:num_train]), ids[num_train:]
+    n_val = len(trainval) // 5
+    splits = dict(train=trainval[:len(trainval) - n_val], val=trainval[len(trainval) - n_val:],
                   trainval=trainval, test=test)
     for split, names in splits.items():
         with open(os.path.join(root, 'ImageSets', 'Main', split + '.txt'), 'w') as f:
