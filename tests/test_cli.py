@@ -24,6 +24,7 @@ def run(*args, cwd=None):
     (['train', '--data', '.', '--set', 'lr'], 'key=value'),
     (['demo', '--model', 'slow'], 'invalid choice'),
     (['nonsense'], 'invalid choice'),
+    (['pretrain', '--iterations', '0'], '--iterations must be >= 1'),
 ])
 def test_bad_arguments_give_one_error_line(args, expected):
     r = run(*args)
@@ -56,3 +57,13 @@ def test_not_a_weights_file_is_one_line(tmp_path):
     bad.write_text('hello')
     r = run('convert-weights', str(bad), str(tmp_path / 'o.npz'))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_pretrain_writes_a_weights_file_for_vgg_tiny(tmp_path):
+    out = tmp_path / 'pre.npz'
+    r = run('pretrain', '--out', str(out), '--images', '4', '--iterations', '2', '--batch', '4',
+            '--crop', '32')
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and 'crop accuracy' in r.stdout
+    from tinyrcnn.models.vgg import vgg_tiny
+    assert vgg_tiny(weights=str(out)).classifier[6].weight.shape == (7, 256)

@@ -37,6 +37,17 @@ def cmd_demo(args):
              iterations=args.iterations)
 
 
+def cmd_pretrain(args):
+    from .backend import check_device
+    from .pretrain import pretrain_vgg_tiny
+    check_device(args.device)
+    for name in ('images', 'iterations', 'batch', 'crop'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name} must be >= 1, got {getattr(args, name)}')
+    pretrain_vgg_tiny(args.out, num_images=args.images, iterations=args.iterations,
+                      batch=args.batch, crop=args.crop, seed=args.seed, device=args.device)
+
+
 def _dataset(root, split):
     import os
     from .data import VOCDetection
@@ -190,6 +201,17 @@ def build_parser():
                    help='comma-separated subset: vgg,roi_pool,nms,svd,selective_search')
     b.add_argument('--repeats', type=int, default=3)
     b.set_defaults(fn=cmd_bench)
+
+    q = sub.add_parser('pretrain', help='vgg-tiny classifier of rendered shapes (an ImageNet '
+                       'stand-in) -> a weights file for train --weights')
+    q.add_argument('--out', default='vgg_tiny_shapes.npz')
+    q.add_argument('--images', type=int, default=2000, help='rendered images to crop objects from')
+    q.add_argument('--iterations', type=int, default=3000)
+    q.add_argument('--batch', type=int, default=64)
+    q.add_argument('--crop', type=int, default=48, help='crop side in pixels')
+    q.add_argument('--seed', type=int, default=2026, help='renders (seed, i): keep it apart from the data')
+    q.add_argument('--device', default='cpu')
+    q.set_defaults(fn=cmd_pretrain)
 
     d = sub.add_parser('demo', help='synthetic data -> train -> evaluate -> pictures')
     d.add_argument('--model', choices=['fast', 'faster'], default='fast')
