@@ -42,30 +42,3 @@ def backward_parts(run, parts, params, threads=1):
         for p, g in sink.values():
             p.grad = g.copy() if p.grad is None else p.grad + g
     return [sum(r[0][k] for r in results) for k in range(len(results[0][0]))]
-
-
-# ---------------------------------------------------------------------------------------------
-# Inside one op: the memory-bound NumPy loops (im2col, col2im, pooling, ReLU) split in two
-# ---------------------------------------------------------------------------------------------
-INTRA_OP_MIN_ELEMENTS = 1 << 20      # below ~1M elements a thread hand-off costs more than it saves
-
-
-def split_work(n, elements, fn):
-    """Call fn(lo, hi) to cover range(n), in two halves on two threads when that pays off.
-
-    For element-wise and copying work that NumPy runs on one core: the main thread does one
-    half, a pool thread the other (NumPy releases Python's lock inside its loops). Used only
-    from the main thread, on machines with 2+ cores, for at least INTRA_OP_MIN_ELEMENTS
-    elements; in worker threads (training's per-image threads) the cores are already busy,
-    so the work runs whole. The halves must write disjoint parts of the output.
-    """
-    import os
-    import threading
-    if (n < 2 or elements < INTRA_OP_MIN_ELEMENTS or (os.cpu_count() or 1) < 2
-            or threading.current_thread() is not threading.main_thread()):
-        fn(0, n)
-        return
-    mid = n // 2
-    other = thread_pool(2).submit(fn, mid, n)
-    fn(0, mid)
-    other.result()

@@ -9,7 +9,6 @@ through cuBLAS.
 import numpy as np
 
 from .. import backend
-from ..parallel import split_work
 from ..tensor import Function
 
 # Keep the unfolded input for backward when it is at most this many bytes; above it (large
@@ -29,24 +28,16 @@ def _im2col_cpu(x, kh, kw, stride, padding, Ho, Wo):
     view = np.lib.stride_tricks.as_strided(
         x, shape=(N, C, kh, kw, Ho, Wo), strides=(sN, sC, sH, sW, sH * stride, sW * stride),
         writeable=False)
-    cols = np.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
-
-    def copy(lo, hi):                               # channels lo:hi
-        cols[:, lo:hi] = view[:, lo:hi]
-    split_work(C, cols.size, copy)                  # two threads for the big early layers
-    return cols.reshape(N, C * kh * kw, Ho * Wo)
+    return view.reshape(N, C * kh * kw, Ho * Wo)  # the copy: (N, C*kh*kw, Ho*Wo)
 
 
 def _col2im_cpu(cols, shape, kh, kw, stride, padding, Ho, Wo):
     N, C, H, W = shape
     gx = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
     cols = cols.reshape(N, C, kh, kw, Ho, Wo)
-
-    def fold(lo, hi):                               # channels lo:hi
-        for i in range(kh):  # each kernel tap adds its column block back where it came from
-            for j in range(kw):
-                gx[:, lo:hi, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += cols[:, lo:hi, i, j]
-    split_work(C, cols.size, fold)
+    for i in range(kh):  # each kernel tap adds its column block back where it came from
+        for j in range(kw):
+            gx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += cols[:, :, i, j]
     return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
 
 
