@@ -24,7 +24,7 @@ from .train import TrainConfig, Trainer, load_model
 # detection. Adam, no dropout and no weight decay: settings for a short from-scratch run, not
 # the paper's. The two images of a mini-batch train on two threads (`tinyrcnn.parallel`).
 CPU_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(288,), max_size=480, optimizer='adam',
-                lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1800, step_size=1350,
+                lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1500, step_size=1125,
                 pretrain_iterations=300, checkpoint_every=300, source='tiny', threads=2)
 GPU_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
                 iterations=6000, step_size=4500, checkpoint_every=1000, source='torchvision',
