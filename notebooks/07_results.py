@@ -18,14 +18,16 @@
 # and mAP is the mean over classes. Fast R-CNN with VGG16 detects in about 0.3 s per image
 # (R-CNN: 47 s) and reaches 66% mAP on VOC 2012 (R-CNN: 62%).
 #
-# Here the detector is the CPU demo's: vgg-tiny on the synthetic shapes set. If
-# `assets/demo_model.json` exists, it is used; it is made by
+# Here the detector is the CPU demo's: vgg-tiny on the synthetic shapes set, trained by
+# `make demo` (about 9 minutes on a 2-core CPU) and kept in `assets/` with its weights rounded
+# to float16 (4 MB instead of 8). It was made by
 #
-#     python -m tinyrcnn demo --out out/demo          # ~1200 iterations on a CPU
-#     cp out/demo/model.npz assets/demo_model.npz; cp out/demo/model.json assets/demo_model.json
+#     python -m tinyrcnn demo --out out/demo
+#     python -m tinyrcnn convert-weights out/demo/model.npz assets/demo_model.npz --float16
+#     cp out/demo/model.json assets/demo_model.json
 #
-# Otherwise this notebook trains a smoke-sized model (30 iterations), enough to run every
-# step below, but far too short for its numbers to mean anything.
+# Without that file this notebook trains a smoke-sized model (30 iterations), enough to run
+# every step below, but far too short for its numbers to mean anything.
 
 # %%
 import pathlib

@@ -189,6 +189,9 @@ def test_nms_matches_brute_force(seed, thresh):
     assert np.all(iou[~np.eye(len(keep), dtype=bool)] <= np.float32(thresh))
     dropped = np.setdiff1d(np.arange(300), keep)
     assert np.all((box_iou(boxes[dropped], boxes[keep]) > np.float32(thresh)).any(axis=1))
+    # max_keep stops early with the same first indices
+    for m in (1, 3, len(keep), len(keep) + 5):
+        assert nms(boxes, scores, thresh, max_keep=m).tolist() == keep[:m].tolist()
 
 
 def test_batched_nms_per_class():

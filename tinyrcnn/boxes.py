@@ -171,25 +171,27 @@ def _check_nms(boxes, scores, iou_threshold):
     return boxes
 
 
-def nms(boxes, scores, iou_threshold):
+def nms(boxes, scores, iou_threshold, max_keep=None):
     """Greedy non-maximum suppression (R-CNN, Sec. 2.1): visit boxes by decreasing score and
     drop every box whose IoU with an already kept box is strictly above `iou_threshold`.
 
     boxes (R, 4), scores (R,) -> int64 indices of the kept boxes, highest score first; equal scores
     are visited lower index first (a stable sort of -scores). CuPy arrays run `kernels/nms.cu`,
-    which returns exactly the NumPy answer.
+    which returns exactly the NumPy answer. `max_keep`: stop once that many are kept (the same
+    first indices; the RPN keeps only its top N after NMS, so it need not visit the rest).
     """
     boxes = _check_nms(boxes, scores, iou_threshold)
     if is_cupy_array(boxes):
         dtype = boxes.dtype
-        return nms_bitmask(boxes, scores, iou_threshold,
+        keep = nms_bitmask(boxes, scores, iou_threshold,
                            lambda name, n, args: launch(kernel('nms.cu', name, dtype), n, args, dtype))
+        return keep if max_keep is None else keep[:max_keep]
     thresh = boxes.dtype.type(iou_threshold)  # compare in the boxes' dtype, like the kernel
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(-scores, kind='stable')
     keep = []
-    while order.size:
+    while order.size and (max_keep is None or len(keep) < max_keep):
         i, rest = order[0], order[1:]
         keep.append(i)
         w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1, 0)

@@ -168,7 +168,7 @@ def proposal_layer(objectness, deltas, anchors, im_size, scale=1.0, pre_nms_top_
     if pre_nms_top_n > 0:
         order = order[:pre_nms_top_n]
     boxes, scores = boxes[order], scores[order]
-    keep = bx.nms(boxes, scores, nms_thresh)
+    keep = bx.nms(boxes, scores, nms_thresh, max_keep=post_nms_top_n if post_nms_top_n > 0 else None)
     if post_nms_top_n > 0:
         keep = keep[:post_nms_top_n]
     return boxes[keep].astype(np.float32), scores[keep]
