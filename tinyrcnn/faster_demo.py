@@ -25,15 +25,16 @@ from .train_faster import FasterTrainConfig, FasterTrainer, load_faster_model
 
 # The CPU demo: vgg-tiny at the images' own scale (shorter side 192), anchors of 32, 64 and 128
 # pixels for objects of 30-120 pixels (scales 2, 4, 8 of the 16-pixel cell). Such a map has only
-# ~1700 anchors, so fewer boxes go through NMS than the paper's 12000/2000 and 6000/300, and 100
-# proposals per test image suffice for at most four objects (Sec. 4.1 finds 100 close to 300).
+# ~1700 anchors, so fewer boxes go through NMS (600/300 before/after it in training, 1000/100 at
+# test) than the paper's 12000/2000 and 6000/300: 300 proposals are plenty to sample 128 RoIs
+# from, and 100 per test image suffice for at most four objects (Sec. 4.1: 100 close to 300).
 # Adam without dropout or weight decay (not the paper's SGD) gets furthest in a CPU's minutes.
 # Two images per iteration, one per thread (`tinyrcnn.parallel`), where the paper uses one.
 CPU_FASTER_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(192,), max_size=320,
-                       optimizer='adam', lr=0.0005, weight_decay=0.0, dropout=0.0,
-                       iterations=1800, step_size=1350, checkpoint_every=300, source='tiny',
-                       anchor_scales=(2, 4, 8), train_pre_nms_top_n=1000,
-                       train_post_nms_top_n=500, test_pre_nms_top_n=1000, test_post_nms_top_n=100,
+                       optimizer='adam', lr=0.001, weight_decay=0.0, dropout=0.0,
+                       iterations=2600, step_size=1950, checkpoint_every=300, source='tiny',
+                       anchor_scales=(2, 4, 8), train_pre_nms_top_n=600,
+                       train_post_nms_top_n=300, test_pre_nms_top_n=1000, test_post_nms_top_n=100,
                        pretrain_iterations=300, ims_per_batch=2, threads=2)
 # The GPU demo: VGG16 at 600 pixels, objects of ~90-360 pixels, anchors 64-256 (not tuned).
 GPU_FASTER_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
