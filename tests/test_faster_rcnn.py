@@ -215,3 +215,21 @@ def test_two_images_per_iteration_on_threads_are_reproducible(shapes, tmp_path):
     np.testing.assert_allclose(states[1][1], states[0][1], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match='ims_per_batch'):
         FasterTrainConfig(ims_per_batch=0)
+
+
+def test_alternating_step_two_restarts_from_the_pretrained_trunk(shapes, tmp_path):
+    train_set, _ = shapes
+    cfg = FasterTrainConfig(**dict(TINY, dropout=0.0), iterations=6, step_size=100,
+                            schedule='alternating', pretrain_iterations=2, pretrain_batch=4,
+                            pretrain_crop=32)
+    t = FasterTrainer(cfg, train_set, str(tmp_path))
+    initial = t.initial_state['features.0.weight'].copy()
+    t.run(iterations=1, show_progress=False)               # pretraining, then step 1 begins
+    pretrained = t.initial_state['features.0.weight']
+    assert not np.array_equal(pretrained, initial)          # the state step 2 restarts from ...
+    resumed = FasterTrainer(cfg, train_set, str(tmp_path)).load_checkpoint()
+    np.testing.assert_array_equal(resumed.initial_state['features.0.weight'], pretrained)
+    resumed.run(iterations=2, show_progress=False)          # step 1 trains the trunk on, then
+    assert not np.array_equal(resumed.model.features[0].weight.numpy(), pretrained)
+    resumed._enter_step(1)                                  # step 2 puts the pretrained one back
+    np.testing.assert_array_equal(resumed.model.features[0].weight.numpy(), pretrained)

@@ -110,11 +110,11 @@ def keep_freed_memory():
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
-    except OSError:
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3   # from <malloc.h>
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+                    and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_TOP_PAD, 1 << 28))
+    except (OSError, AttributeError):       # no glibc (macOS, Windows, musl): leave malloc alone
         return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3       # from <malloc.h>
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
-                and libc.mallopt(M_TOP_PAD, 1 << 28))
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,7 +123,7 @@ def _openblas_local_threads():
     has loaded, or None."""
     try:
         import ctypes
-        with open('/proc/self/maps') as f:
+        with open('/proc/self/maps', errors='replace') as f:
             paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line}
         for path in sorted(paths):
             lib = ctypes.CDLL(path)
@@ -131,7 +131,7 @@ def _openblas_local_threads():
                 fn = lib.openblas_set_num_threads_local
                 fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
                 return fn
-    except (OSError, AttributeError):
+    except Exception:                       # no /proc, no OpenBLAS, an odd library: no setting
         pass
     return None
 

@@ -181,6 +181,8 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
     first indices; the RPN keeps only its top N after NMS, so it need not visit the rest).
     """
     boxes = _check_nms(boxes, scores, iou_threshold)
+    if max_keep is not None and int(max_keep) < 0:
+        raise ValueError(f'max_keep must be None or >= 0, got {max_keep}')
     if is_cupy_array(boxes):
         dtype = boxes.dtype
         keep = nms_bitmask(boxes, scores, iou_threshold,

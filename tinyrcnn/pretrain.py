@@ -85,6 +85,11 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
                                           f'acc {np.mean([h[2] for h in history[-20:]]):.2f}')
                          if history else '')
     model.train()
+    # threads only where every part draws nothing at random: dropout masks come from one shared
+    # generator, whose draws threads would interleave unpredictably (as in Trainer.parallel_images)
+    from . import nn
+    dropout = any(getattr(m, 'p', 0) > 0 for m in model.modules() if isinstance(m, nn.Dropout))
+    parts = min(threads, batch) if device == 'cpu' and not dropout else 1
     for it in steps:
         manual_seed(seed * 1_000_003 + 500_000 + it)
         idx = rng.choice(n, batch, replace=n < batch)
@@ -92,7 +97,7 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
         flip = rng.random(batch) < 0.5
         images[flip] = images[flip, :, ::-1]
         x = np.stack([preprocess(im, source) for im in images])          # (B, 3, size, size)
-        chunks = np.array_split(np.arange(batch), threads if device == 'cpu' else 1)
+        chunks = np.array_split(np.arange(batch), parts)
 
         def run(chunk):
             feats = model.features(Tensor(backend.to_device(x[chunk], device)))

@@ -161,7 +161,8 @@ def make_minibatch(dataset, roidb, indices, cfg, num_classes, means, stds, rng,
 
     Returns images (N, 3, H, W) float32, rois (R, 5) in the rescaled images' pixels, labels
     (R,), bbox_targets and bbox_weights (R, 4(K+1))."""
-    rois_per_image = rois_per_image or cfg.rois_per_batch // len(indices)
+    if rois_per_image is None:
+        rois_per_image = cfg.rois_per_batch // len(indices)
     ims, all_rois, all_labels, all_targets = [], [], [], []
     for n, idx in enumerate(indices):
         entry = roidb[idx]
@@ -275,7 +276,9 @@ class Trainer:
 
         The same RoIs, flips and scales as the batched step are drawn (in the same order, from
         the same generator); each image's loss is weighted by its share of the RoIs, so the sum
-        is the mini-batch's loss (Sec. 2.3), and the images' gradients are added in image order,
+        is the mini-batch's loss (Sec. 2.3; exactly so when the images have one size, else the
+        batched blob's zero padding makes a small difference at the borders of the smaller
+        image), and the images' gradients are added in image order,
         which makes the result independent of thread timing. NumPy and OpenBLAS release
         Python's lock, so on two cores two images take little longer than one. Returns the
         three losses as floats."""

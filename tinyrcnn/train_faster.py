@@ -152,6 +152,28 @@ class FasterTrainer(Trainer):
     def proposals_path(self):
         return os.path.join(self.out_dir, 'step1_proposals.npz') if self.out_dir else None
 
+    def pretrained_path(self):
+        return os.path.join(self.out_dir, 'pretrained.npz') if self.out_dir else None
+
+    def pretrain(self, show_progress=True):
+        """Trainer.pretrain, then remember the result: the alternating schedule's step 2
+        restarts the trunk from the pretrained network (Sec. 3.2), not from its initialisation.
+        Kept in OUT/pretrained.npz so that a resumed run restarts from the same trunk."""
+        history = super().pretrain(show_progress)
+        self.initial_state = self.model.state_dict()
+        if self.out_dir:
+            from .weights import save_npz
+            os.makedirs(self.out_dir, exist_ok=True)
+            save_npz(self.initial_state, self.pretrained_path())
+        return history
+
+    def load_checkpoint(self, path=None):
+        super().load_checkpoint(path)
+        if self.out_dir and os.path.exists(self.pretrained_path()):
+            from .weights import load_weights
+            self.initial_state = load_weights(self.pretrained_path())
+        return self
+
     def generate_proposals(self):
         """The current RPN's proposals (train top-N settings) for every training image, in
         original pixels: what step 2 trains the detector on. Saved next to the checkpoints."""
