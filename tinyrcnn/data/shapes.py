@@ -232,7 +232,8 @@ def make_shapes_voc(root, num_train, num_test, seed=0, image_size=(160, 256), ma
     seed gives the same files, byte for byte. Writes JPEGImages/*.jpg (quality 90),
     Annotations/*.xml, ImageSets/Main/{train,val,trainval,test}.txt and classes.txt.
     only_test=True draws and writes just the test images (the same files as with False), for
-    looking at a data set's test split without paying for its training images.
+    looking at a data set's test split without paying for its training images; its split files
+    list no training images, so write it to a folder of its own.
     """
     import imageio.v3 as iio
     if num_train < 0 or num_test < 0:
