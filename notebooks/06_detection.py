@@ -183,6 +183,32 @@ plt.show()
 print(f'detections (score > 0.05): {len(dets_full["scores"])} before, {len(dets_svd["scores"])} after')
 
 # %% [markdown]
+# What the paper measures is mAP. With the trained demo model we score the demo's first 20 test
+# images (`make_shapes_voc(..., only_test=True)` draws exactly those) before and after the
+# truncation, with the same selective-search proposals.
+
+# %%
+if trained:
+    import tempfile
+    from tinyrcnn.data import VOCDetection, make_shapes_voc
+    from tinyrcnn.demo import DATA
+    from tinyrcnn.eval import evaluate_voc
+    root = make_shapes_voc(tempfile.mkdtemp(prefix='tinyrcnn-ch6-'), DATA['num_train'], 20, seed=0,
+                           only_test=True)
+    test_set = VOCDetection(root, 'test')
+    items = [test_set[i] for i in range(len(test_set))]
+    props = [tr.proposals.selective_search(item['image']) for item in items]
+    truths = [dict(boxes=it['boxes'], labels=it['labels'], difficult=it['difficult']) for it in items]
+    full, _ = load_model(str(demo_model.with_suffix('')))                  # uncompressed again
+    maps = {}
+    for name, net in (('full', full), ('SVD 64/16', model)):
+        dets = [postprocess(*im_detect(net, it['image'], p, **net_args)) for it, p in zip(items, props)]
+        maps[name] = evaluate_voc(dets, truths, SHAPES_CLASSES)['map']
+    print('mAP on 20 test images: ' + ', '.join(f'{k} {v:.3f}' for k, v in maps.items()))
+else:
+    print('no trained model: an mAP comparison would mean nothing')
+
+# %% [markdown]
 # ## Summary
 #
 # * Detection = one forward pass, softmax scores and per-class box refinements for every
@@ -191,4 +217,6 @@ print(f'detections (score > 0.05): {len(dets_full["scores"])} before, {len(dets_
 #   VGG16 (fc6 rank 1024, fc7 rank 256) it cuts fc6's work 3.4x and fc7's 8x; the paper
 #   reports over 30% less detection time for a 0.3 point mAP drop.
 # * How much the scores move depends on the spectrum: trained layers concentrate their energy in
-#   few singular values, random ones do not.
+#   few singular values, random ones do not. For the demo's trained vgg-tiny, keeping a quarter
+#   of fc6's rank and a sixteenth of fc7's cost about 2 points of mAP on 20 test images
+#   (0.864 -> 0.840) for fc layers 2.8x faster.
