@@ -81,6 +81,21 @@ def test_conv2d_skips_input_gradient_when_not_needed():
     assert x.grad is None and w.grad is not None
 
 
+def test_conv2d_frozen_weights_skip_the_weight_gradient():
+    # a frozen layer (conv1/conv2 in Fast R-CNN) passes dx on but computes no dw: backward must
+    # not even need the saved columns
+    x = tr.Tensor(distinct((2, 2, 6, 5), 11), requires_grad=True)
+    w = tr.Tensor(distinct((3, 2, 3, 3), 12))
+    b = tr.Tensor(distinct((3,), 13))
+    y = F.conv2d(x, w, b, padding=1)
+    y._ctx.cols = y._ctx.x = None                                 # nothing to build dw from
+    y.sum().backward()
+    x2 = tr.Tensor(x.data, requires_grad=True)
+    F.conv2d(x2, tr.Tensor(w.data, requires_grad=True), b, padding=1).sum().backward()
+    np.testing.assert_allclose(x.grad, x2.grad, rtol=1e-12)
+    assert w.grad is None and b.grad is None
+
+
 def test_conv2d_float32_stays_float32():
     x = tr.Tensor(distinct((1, 2, 5, 5), 1, np.float32), requires_grad=True)
     w = tr.Tensor(distinct((3, 2, 3, 3), 2, np.float32), requires_grad=True)

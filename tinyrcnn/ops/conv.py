@@ -104,14 +104,17 @@ class Conv2d(Function):
         N = gy.shape[0]
         xp = backend.get_array_module(gy)
         gy = xp.ascontiguousarray(gy).reshape(N, K, -1)     # (N, K, Ho*Wo)
-        cols = self.cols if self.cols is not None else im2col(self.x, kh, kw, self.stride,
-                                                               self.padding)
-        gw = xp.matmul(gy[0], cols[0].T)                     # (K, C*kh*kw), row-major like w
-        for n in range(1, N):
-            gw += xp.matmul(gy[n], cols[n].T)
+        gw = None
+        if self.needs_input_grad[1]:                         # not for frozen layers (conv1, conv2)
+            cols = self.cols if self.cols is not None else im2col(self.x, kh, kw, self.stride,
+                                                                   self.padding)
+            gw = xp.matmul(gy[0], cols[0].T)                 # (K, C*kh*kw), row-major like w
+            for n in range(1, N):
+                gw += xp.matmul(gy[n], cols[n].T)
+            gw = gw.reshape(w.shape)
         gx = self.input_grad(gy) if self.needs_input_grad[0] else None
-        gb = gy.sum(axis=(0, 2)) if self.has_b else None
-        return gx, gw.reshape(w.shape), gb
+        gb = gy.sum(axis=(0, 2)) if self.has_b and self.needs_input_grad[2] else None
+        return gx, gw, gb
 
     def input_grad(self, gy):
         """dL/dx from gy (N, K, Ho*Wo). In general w^T @ gy, then col2im. On the CPU, for stride
