@@ -15,8 +15,6 @@ import dataclasses
 import os
 import time
 
-import numpy as np
-
 from . import backend
 from .demo import demo_data, save_pictures
 from .eval import format_ap_table

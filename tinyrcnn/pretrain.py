@@ -149,7 +149,7 @@ def pretrain_vgg_tiny(path, num_images=2000, iterations=3000, batch=64, crop=48,
     `TrainConfig(weights=path)` read it. Returns the history of (iteration, loss, accuracy)."""
     import time
     from .models.fast_rcnn import FastRCNN
-    from .optim import Adam, StepLR
+    from .optim import Adam
     from .weights import save_npz
     start = time.time()
     manual_seed(seed)

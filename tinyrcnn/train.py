@@ -255,6 +255,11 @@ class Trainer:
             self.optimizer.zero_grad()
             losses[0].backward()
             losses = [v.item() for v in losses]
+        return self.finish_step(losses)
+
+    def finish_step(self, losses):
+        """Apply the gradients, advance the schedule and record the step's losses (floats);
+        returns the new history row."""
         self.optimizer.step()
         self.schedule.step()
         self.iteration += 1

@@ -226,12 +226,7 @@ class FasterTrainer(Trainer):
                 return [losses[n] for n in LOSS_NAMES], 1 / len(parts)
 
             values = self.backward_parts(run, parts)
-        self.optimizer.step()
-        self.schedule.step()
-        self.iteration += 1
-        row = (self.iteration,) + tuple(values)
-        self.history.append(row)
-        return row
+        return self.finish_step(values)
 
     def image_losses(self, e, rng, k, stage):
         """The losses dict of one training image (roidb entry e): flip, rescale, forward."""
