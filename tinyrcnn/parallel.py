@@ -20,6 +20,15 @@ def thread_pool(threads):
     return ThreadPoolExecutor(threads, initializer=backend.set_blas_threads_local, initargs=(1,))
 
 
+def usable_threads(model, threads, parts, device='cpu'):
+    """How many threads `parts` parts of a step of `model` may use: at most `threads` and
+    `parts`, and 1 off the CPU or with dropout active (its masks come from one shared
+    generator, whose draws threads would interleave unpredictably)."""
+    from . import nn
+    dropout = any(m.p > 0 for m in model.modules() if isinstance(m, nn.Dropout))
+    return 1 if device != 'cpu' or dropout else max(1, min(threads, parts))
+
+
 def backward_parts(run, parts, params, threads=1):
     """Gradients of a loss that is a weighted sum over `parts`.
 

@@ -70,7 +70,7 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
     whole crop, so the same trunk, RoI pooling and head are trained as in detection, with the
     log loss only. threads > 1 (CPU): the batch is split into that many parts computed on
     parallel threads (`tinyrcnn.parallel`). Returns the history of (iteration, loss, accuracy)."""
-    from .parallel import backward_parts
+    from .parallel import backward_parts, usable_threads
     from . import backend
     rng = np.random.default_rng([seed, 23])
     n, size = len(crops), crops.shape[1]
@@ -85,11 +85,7 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
                                           f'acc {np.mean([h[2] for h in history[-20:]]):.2f}')
                          if history else '')
     model.train()
-    # threads only where every part draws nothing at random: dropout masks come from one shared
-    # generator, whose draws threads would interleave unpredictably (as in Trainer.parallel_images)
-    from . import nn
-    dropout = any(getattr(m, 'p', 0) > 0 for m in model.modules() if isinstance(m, nn.Dropout))
-    parts = min(threads, batch) if device == 'cpu' and not dropout else 1
+    parts = usable_threads(model, threads, batch, device)
     for it in steps:
         manual_seed(seed * 1_000_003 + 500_000 + it)
         idx = rng.choice(n, batch, replace=n < batch)

@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 
-from . import backend, boxes as bx, nn
+from . import backend, boxes as bx
 from . import functional as F
 from .data.transforms import hflip, preprocess, rescale, im_list_to_blob
 from .models.fast_rcnn import FastRCNN
 from .optim import SGD, Adam, StepLR
-from .parallel import backward_parts
+from .parallel import backward_parts, usable_threads
 from .tensor import Tensor
 from .utils import atomic_write, manual_seed, progress
 
@@ -269,12 +269,12 @@ class Trainer:
 
     # ----- two cores: the images of a mini-batch on parallel threads ---------------------------
     def parallel_images(self, n):
-        """Whether this step runs its n images on threads: cfg.threads > 1 on the CPU, and no
-        active dropout (its masks come from one shared generator, whose draws threads would
-        interleave unpredictably)."""
-        dropout = any(getattr(m, 'p', 0) > 0 for m in self.model.modules()
-                      if isinstance(m, nn.Dropout))
-        return self.cfg.threads > 1 and n > 1 and self.cfg.device == 'cpu' and not dropout
+        """Whether this step runs its n images on threads (`parallel.usable_threads`: cfg.threads
+        > 1, on the CPU, no active dropout)."""
+        return self.image_threads(n) > 1
+
+    def image_threads(self, n):
+        return usable_threads(self.model, self.cfg.threads, n, self.cfg.device)
 
     def forward_backward_per_image(self, indices, rng):
         """The step's loss and gradients with each image in its own graph, on its own thread.
@@ -304,8 +304,7 @@ class Trainer:
     def backward_parts(self, run, parts):
         """`parallel.backward_parts` over this model's parameters, on threads where
         `parallel_images` allows."""
-        threads = self.cfg.threads if self.parallel_images(len(parts)) else 1
-        return backward_parts(run, parts, self.model.parameters(), threads)
+        return backward_parts(run, parts, self.model.parameters(), self.image_threads(len(parts)))
 
     # the columns of history after the iteration, for the progress bar and the loss curve
     loss_names = ('total', 'classification', 'box regression')

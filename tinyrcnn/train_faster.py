@@ -168,10 +168,18 @@ class FasterTrainer(Trainer):
         return history
 
     def load_checkpoint(self, path=None):
+        """Trainer.load_checkpoint, plus what the alternating schedule keeps beside the
+        checkpoint: the pretrained trunk that step 2 restarts from, and, when resuming inside
+        step 2, the step-1 RPN's proposals it trains on."""
         super().load_checkpoint(path)
         if self.out_dir and os.path.exists(self.pretrained_path()):
             from .weights import load_weights
             self.initial_state = load_weights(self.pretrained_path())
+        b = self.boundaries()
+        if self.cfg.schedule == 'alternating' and b[1] < self.iteration < b[2] \
+                and self.proposals_path() and os.path.exists(self.proposals_path()):
+            with np.load(self.proposals_path()) as z:
+                self.step1_proposals = {n: z[n] for n in z.files}
         return self
 
     def generate_proposals(self):
@@ -241,19 +249,6 @@ class FasterTrainer(Trainer):
         gt, props = boxes[:len(gt)], (None if props is None else boxes[len(gt):])
         return self.model(self._blob(image), (*image.shape[:2], factor), gt, e['gt_labels'],
                           cfg, rng, proposals=props, stage=stage)
-
-    def run(self, iterations=None, show_progress=True):
-        """Train up to `iterations` (default cfg.iterations), checkpointing as it goes."""
-        total = self.cfg.iterations if iterations is None else iterations
-        start = self.iteration
-        if start == 0 and self.cfg.pretrain_iterations > 0:
-            self.pretrain(show_progress)          # Trainer.pretrain: crops through trunk and head
-        b = self.boundaries()
-        if self.cfg.schedule == 'alternating' and b[1] < start < b[2] \
-                and self.step1_proposals is None and self.proposals_path():
-            with np.load(self.proposals_path()) as z:     # resumed inside step 2
-                self.step1_proposals = {n: z[n] for n in z.files}
-        return self.train_loop(total, show_progress)
 
     loss_names = ('total', 'RPN objectness', 'RPN box', 'head class', 'head box')
 

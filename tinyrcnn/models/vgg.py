@@ -68,8 +68,8 @@ def he_init(model):
 
 def vgg_tiny(weights=None, num_classes=1000, hidden=256):
     """A small VGG for CPU demos and tests: same stages and stride, ~0.4M conv parameters,
-    He-initialised where no `weights` are given. With weights (such as the shipped
-    `assets/vgg_tiny_shapes.npz`, `tinyrcnn.pretrain.pretrain_vgg_tiny`), the classifier's
+    He-initialised where no `weights` are given. With weights (such as the file written by
+    `python -m tinyrcnn pretrain`, `tinyrcnn.pretrain.pretrain_vgg_tiny`), the classifier's
     sizes are those of the file."""
     if weights is None:
         return he_init(VGG(VGG_TINY_CFG, num_classes, hidden=hidden))
