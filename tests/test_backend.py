@@ -10,3 +10,39 @@ def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     backend.keep_freed_memory.cache_clear()
     monkeypatch.delenv('TINYRCNN_DEFAULT_MALLOC')
     assert backend.keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')
+
+
+def _blas_threads_now(setter):
+    n = setter(1)                   # OpenBLAS's setter returns the previous number: read it back
+    setter(n)
+    return n
+
+
+def test_blas_threads_is_scoped_and_threaded_parts_give_the_cores_back():
+    """Regression: the worker threads of `parallel.backward_parts` used to set OpenBLAS to one
+    thread from a pool initializer, which OpenBLAS applies to the whole process, so every matrix
+    product after a threaded training step ran on one core."""
+    import numpy as np
+    import pytest
+    from tinyrcnn import backend, parallel
+    setter = backend._openblas_threads_setter()
+    if setter is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    before = _blas_threads_now(setter)
+    setter(2)
+    try:
+        with backend.blas_threads(1) as took:
+            assert took and _blas_threads_now(setter) == 1
+        assert _blas_threads_now(setter) == 2
+        seen = []
+
+        def run(part):
+            seen.append(_blas_threads_now(setter))
+            import tinyrcnn as tr
+            w = tr.Tensor(np.ones(3), requires_grad=True)
+            return [(w * part).sum()], 1.0
+        w_losses = parallel.backward_parts(run, [1.0, 2.0], [], threads=2)
+        assert seen == [1, 1] and w_losses == [3.0 + 6.0]
+        assert _blas_threads_now(setter) == 2              # restored after the threaded step
+    finally:
+        setter(before)

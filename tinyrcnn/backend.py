@@ -4,8 +4,9 @@ CuPy is imported lazily, only when a GPU is asked for or a CuPy array is met, so
 without it never notices. Kernel-backed ops load their `.cu` sources through `kernel()`, which
 compiles a source once per dtype with CuPy's RawModule and caches it.
 """
-import os
+import contextlib
 import functools
+import os
 import numpy as np
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels')
@@ -118,9 +119,10 @@ def keep_freed_memory():
 
 
 @functools.lru_cache(maxsize=None)
-def _openblas_local_threads():
+def _openblas_threads_setter():
     """OpenBLAS's `openblas_set_num_threads_local` (OpenBLAS >= 0.3.27), from the copy NumPy
-    has loaded, or None."""
+    has loaded, or None. Despite its name it sets the number of threads for every caller in
+    the process and returns the previous number, which is what lets `blas_threads` restore it."""
     try:
         import ctypes
         with open('/proc/self/maps', errors='replace') as f:
@@ -136,16 +138,22 @@ def _openblas_local_threads():
     return None
 
 
-def set_blas_threads_local(n):
-    """Let matrix products called from the current thread use `n` threads (OpenBLAS only).
-    Threads that each run their own products (`train.Trainer` with `threads`) set 1, so that
-    two of them share two cores instead of starting four BLAS threads. Returns True where the
-    setting took effect."""
-    fn = _openblas_local_threads()
+@contextlib.contextmanager
+def blas_threads(n):
+    """Within the block, matrix products use `n` threads (OpenBLAS only; elsewhere a no-op);
+    the previous number is restored on exit. The setting is process-wide: used around work
+    that runs its own threads (`parallel.backward_parts`), so that two workers share two cores
+    instead of starting four BLAS threads, and the products after the block get every core
+    back. Yields True where the setting took effect."""
+    fn = _openblas_threads_setter()
     if fn is None:
-        return False
-    fn(int(n))
-    return True
+        yield False
+        return
+    previous = fn(int(n))
+    try:
+        yield True
+    finally:
+        fn(previous)
 
 
 # ---------------------------------------------------------------------------------------------

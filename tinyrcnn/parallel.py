@@ -15,9 +15,9 @@ from .tensor import backward_into
 
 @functools.lru_cache(maxsize=None)
 def thread_pool(threads):
-    """A pool of `threads` worker threads whose matrix products run on one core each."""
+    """A pool of `threads` worker threads (`backward_parts` runs them with one BLAS thread each)."""
     from concurrent.futures import ThreadPoolExecutor
-    return ThreadPoolExecutor(threads, initializer=backend.set_blas_threads_local, initargs=(1,))
+    return ThreadPoolExecutor(threads)
 
 
 def usable_threads(model, threads, parts, device='cpu'):
@@ -43,8 +43,11 @@ def backward_parts(run, parts, params, threads=1):
         backward_into(losses[0] * weight, None, sink)
         return [v.item() * weight for v in losses], sink
 
-    mapper = thread_pool(threads).map if threads > 1 else map
-    results = list(mapper(one, parts))
+    if threads > 1:
+        with backend.blas_threads(1):                        # each worker's products on one core
+            results = list(thread_pool(threads).map(one, parts))
+    else:
+        results = list(map(one, parts))
     for p in params:
         p.grad = None
     for _, sink in results:                                  # fixed order: part 0, 1, ...
