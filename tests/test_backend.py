@@ -46,3 +46,21 @@ def test_blas_threads_is_scoped_and_threaded_parts_give_the_cores_back():
         assert _blas_threads_now(setter) == 2              # restored after the threaded step
     finally:
         setter(before)
+
+
+def test_import_tinyrcnn_first_lets_openblas_threads_sleep():
+    """`import tinyrcnn` before NumPy sets OPENBLAS_THREAD_TIMEOUT (unless the user chose one),
+    which is what lets `parallel.split_work` use the second core; NumPy first: no split."""
+    import os
+    import subprocess
+    import sys
+    import pytest
+    from tinyrcnn import backend
+    if backend._openblas_threads_setter() is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    env = {k: v for k, v in os.environ.items() if k != 'OPENBLAS_THREAD_TIMEOUT'}
+    probe = 'from tinyrcnn import backend; print(backend.blas_idle_sleeps())'
+    out = [subprocess.run([sys.executable, '-c', first + probe], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+           for first in ('import tinyrcnn; ', 'import numpy; import tinyrcnn; ')]
+    assert out == ['True', 'False']

@@ -118,24 +118,42 @@ def keep_freed_memory():
         return False
 
 
-@functools.lru_cache(maxsize=None)
-def _openblas_threads_setter():
-    """OpenBLAS's `openblas_set_num_threads_local` (OpenBLAS >= 0.3.27), from the copy NumPy
-    has loaded, or None. Despite its name it sets the number of threads for every caller in
-    the process and returns the previous number, which is what lets `blas_threads` restore it."""
+def _openblas_function(name):
+    """The function `name` of the OpenBLAS that NumPy has loaded (found in /proc/self/maps),
+    or None: no /proc (macOS, Windows), another BLAS, an older OpenBLAS, an odd library."""
     try:
         import ctypes
         with open('/proc/self/maps', errors='replace') as f:
             paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line}
         for path in sorted(paths):
             lib = ctypes.CDLL(path)
-            if hasattr(lib, 'openblas_set_num_threads_local'):
-                fn = lib.openblas_set_num_threads_local
-                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                return fn
-    except Exception:                       # no /proc, no OpenBLAS, an odd library: no setting
+            if hasattr(lib, name):
+                return getattr(lib, name)
+    except Exception:
         pass
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _openblas_threads_setter():
+    """OpenBLAS's `openblas_set_num_threads_local` (OpenBLAS >= 0.3.27), or None. Despite its
+    name it sets the number of threads for every caller in the process and returns the
+    previous number, which is what lets `blas_threads` restore it."""
+    fn = _openblas_function('openblas_set_num_threads_local')
+    if fn is not None:
+        import ctypes
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+@functools.lru_cache(maxsize=None)
+def blas_idle_sleeps():
+    """True when NumPy's BLAS is OpenBLAS with OPENBLAS_THREAD_TIMEOUT set (read once, when it
+    is loaded), so that its idle threads sleep soon after a product. `parallel.split_work` runs
+    its second thread only then; with another BLAS (MKL's threads also spin by default) or none
+    found, it stays on one."""
+    fn = _openblas_function('openblas_thread_timeout')
+    return fn is not None and 0 < fn() <= 20
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ only which of the four pixels won. GPU: `kernels/max_pool.cu`.
 import numpy as np
 
 from .. import backend
+from ..parallel import split_work
 from ..tensor import Function
 
 
@@ -38,22 +39,33 @@ def _forward_cpu_2x2(x, Ho, Wo):
     pixels equal to the maximum; None when a NaN makes the comparisons useless (the general
     path then handles it). Three element-wise maxima instead of a reduction over a copied
     window array: ~3x faster than `_forward_cpu` on VGG's maps."""
-    a, b, c, d = _quarters(x, Ho, Wo)
-    y = np.maximum(a, b)
-    np.maximum(y, c, out=y)
-    np.maximum(y, d, out=y)
-    if np.isnan(y).any():
-        return None
-    winner = np.where(c == y, np.int8(2), np.int8(3))
-    winner[b == y] = 1
-    winner[a == y] = 0                   # written last: the first maximum wins, as argmax
-    return y, winner
+    N, C = x.shape[:2]
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    winner = np.empty((N, C, Ho, Wo), dtype=np.int8)
+    nan = []
+
+    def part(lo, hi):                                   # channels lo:hi
+        a, b, c, d = _quarters(x[:, lo:hi], Ho, Wo)
+        m = y[:, lo:hi]
+        np.maximum(a, b, out=m)
+        np.maximum(m, c, out=m)
+        np.maximum(m, d, out=m)
+        w = winner[:, lo:hi]
+        w[...] = np.where(c == m, np.int8(2), np.int8(3))
+        w[b == m] = 1
+        w[a == m] = 0                    # written last: the first maximum wins, as argmax
+        nan.append(bool(np.isnan(m).any()))
+    split_work(C, x.size, part)
+    return None if any(nan) else (y, winner)
 
 
 def _backward_cpu_2x2(gy, winner, shape):
     gx = np.zeros(shape, dtype=gy.dtype)
-    for q, view in enumerate(_quarters(gx, gy.shape[2], gy.shape[3])):
-        np.multiply(gy, winner == q, out=view)
+
+    def part(lo, hi):                                   # channels lo:hi
+        for q, view in enumerate(_quarters(gx[:, lo:hi], gy.shape[2], gy.shape[3])):
+            np.multiply(gy[:, lo:hi], winner[:, lo:hi] == q, out=view)
+    split_work(shape[1], gx.size, part)
     return gx
 
 

@@ -1,0 +1,62 @@
+"""tinyrcnn.parallel.split_work: ops split over two threads give the one-thread numbers exactly."""
+import numpy as np
+import pytest
+
+import tinyrcnn as tr
+import tinyrcnn.functional as F
+from tinyrcnn import parallel
+from tinyrcnn.ops import winograd
+
+
+def forward_backward(seed):
+    rng = np.random.default_rng(seed)
+    x = tr.Tensor(rng.standard_normal((2, 6, 21, 18)).astype(np.float32), requires_grad=True)
+    w = tr.Tensor(rng.standard_normal((4, 6, 3, 3)).astype(np.float32), requires_grad=True)
+    b = tr.Tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True)
+    y = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2)  # Winograd (see the monkeypatch)
+    z = F.conv2d(y, w[:, :4], stride=2)                       # a strided conv: im2col + col2im
+    z.backward(rng.standard_normal(z.shape).astype(np.float32))
+    return [y.data, z.data, x.grad, w.grad, b.grad]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_ops_split_over_threads_equal_the_whole(monkeypatch, seed):
+    monkeypatch.setattr(winograd, 'WINOGRAD_MIN_CHANNELS', 1)
+    monkeypatch.setattr(winograd, 'WINOGRAD_MIN_PIXELS', 1)
+    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: False)
+    whole = forward_backward(seed)
+    calls = []
+    split = parallel.split_work
+
+    def counting(n, elements, fn):
+        calls.append(n)
+        return split(n, elements, fn)
+    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(parallel, 'INTRA_OP_MIN_ELEMENTS', 0)   # split everything in two
+    for module in ('conv', 'pool', 'activation', 'winograd'):
+        monkeypatch.setattr(f'tinyrcnn.ops.{module}.split_work', counting)
+    halves = forward_backward(seed)
+    assert len(calls) >= 9            # 4 Winograd transforms, im2col, col2im, pool x2, ReLU x2
+    for a, b in zip(whole, halves):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_split_work_covers_the_range_once(monkeypatch):
+    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    seen = np.zeros(1001, int)
+
+    def fn(lo, hi):
+        seen[lo:hi] += 1
+    parallel.split_work(1001, 1 << 30, fn)
+    assert (seen == 1).all()
+
+
+def test_no_split_off_the_main_thread_or_with_a_spinning_blas(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from tinyrcnn import backend
+    monkeypatch.setattr(backend, 'blas_idle_sleeps', lambda: True)
+    assert parallel.intra_op_threads() is ((__import__('os').cpu_count() or 1) >= 2)
+    with ThreadPoolExecutor(1) as pool:                        # training's image threads
+        assert pool.submit(parallel.intra_op_threads).result() is False
+    monkeypatch.setattr(backend, 'blas_idle_sleeps', lambda: False)
+    assert parallel.intra_op_threads() is False
