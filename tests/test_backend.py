@@ -64,3 +64,40 @@ def test_import_tinyrcnn_first_lets_openblas_threads_sleep():
                           text=True, check=True).stdout.strip()
            for first in ('import tinyrcnn; ', 'import numpy; import tinyrcnn; ')]
     assert out == ['True', 'False']
+
+
+def test_blas_threads_blocks_that_overlap_on_two_threads_restore_once():
+    """A enters, B enters, A leaves, B leaves: the number is restored when the last one
+    leaves, not to A's "previous" (which would be B's one thread, for good)."""
+    import threading
+    import pytest
+    from tinyrcnn import backend
+    setter = backend._openblas_threads_setter()
+    if setter is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    before = _blas_threads_now(setter)
+    setter(2)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    inside = []
+
+    def a():
+        with backend.blas_threads(1):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with backend.blas_threads(1):
+            b_in.set()
+            a_out.wait(10)
+            inside.append(_blas_threads_now(setter))      # A has left; B still needs one
+    try:
+        threads = [threading.Thread(target=f) for f in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert inside == [1] and _blas_threads_now(setter) == 2
+    finally:
+        setter(before)

@@ -60,3 +60,36 @@ def test_no_split_off_the_main_thread_or_with_a_spinning_blas(monkeypatch):
         assert pool.submit(parallel.intra_op_threads).result() is False
     monkeypatch.setattr(backend, 'blas_idle_sleeps', lambda: False)
     assert parallel.intra_op_threads() is False
+
+
+def test_split_work_in_a_forked_child_does_not_hang(monkeypatch):
+    """Selective search forks worker processes; a child inherits the helper pool without its
+    thread, so the pools are forgotten at fork (`os.register_at_fork`)."""
+    import multiprocessing
+    if 'fork' not in multiprocessing.get_all_start_methods():
+        pytest.skip('no fork on this platform')
+    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    seen = np.zeros(10, int)
+
+    def fn(lo, hi):
+        seen[lo:hi] += 1
+    parallel.split_work(10, 1 << 30, fn)                       # the helper thread exists now
+    child = multiprocessing.get_context('fork').Process(
+        target=parallel.split_work, args=(10, 1 << 30, fn))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0 and (seen == 1).all()
+
+
+def test_matmul_stack_equals_numpy_split_or_not(monkeypatch):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((16, 20, 30)), rng.standard_normal((16, 30, 40))
+    whole = np.matmul(a, b)
+    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(parallel, 'INTRA_OP_MIN_ELEMENTS', 0)
+    monkeypatch.setattr(parallel, 'usable_cores', lambda: 2)
+    np.testing.assert_array_equal(parallel.matmul_stack(a, b), whole)
+    np.testing.assert_array_equal(parallel.matmul_stack(a[:1], b[:1]), whole[:1])

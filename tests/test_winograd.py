@@ -127,3 +127,15 @@ def test_the_cpu_demos_network_stays_on_im2col(shape):
             continue
         assert not winograd.use_winograd((N, C, H, W), (v, C, 3, 3), 1, np.float32)
         C = v
+
+
+def test_winograd_keeps_no_recomputed_tiles_and_mixed_dtypes_take_im2col(calls, monkeypatch):
+    monkeypatch.setattr(conv, 'KEEP_COLS_BYTES', 0)
+    x = tr.Tensor(distinct((1, 2, 6, 6), 11), requires_grad=True)
+    w = tr.Tensor(distinct((3, 2, 3, 3), 12), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    y.sum().backward()
+    assert calls and y._ctx.saved is None          # backward's tiles were not kept on the graph
+    y32 = F.conv2d(tr.Tensor(distinct((1, 2, 6, 6), 13, np.float32)), w, padding=1)
+    assert len(calls) == 1                         # float32 x with float64 w: im2col, as before
+    assert y32.dtype == np.float32

@@ -7,6 +7,8 @@ compiles a source once per dtype with CuPy's RawModule and caches it.
 import contextlib
 import functools
 import os
+import threading
+
 import numpy as np
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels')
@@ -125,7 +127,8 @@ def _openblas_function(name):
         import ctypes
         with open('/proc/self/maps', errors='replace') as f:
             paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line}
-        for path in sorted(paths):
+        numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
+        for path in sorted(paths, key=lambda p: (not p.startswith(numpy_dir), 'numpy' not in p, p)):
             lib = ctypes.CDLL(path)
             if hasattr(lib, name):
                 return getattr(lib, name)
@@ -156,22 +159,33 @@ def blas_idle_sleeps():
     return fn is not None and 0 < fn() <= 20
 
 
+_blas_lock = threading.Lock()
+_blas_users = [0, None]                     # blocks inside blas_threads, the number to restore
+
+
 @contextlib.contextmanager
 def blas_threads(n):
     """Within the block, matrix products use `n` threads (OpenBLAS only; elsewhere a no-op);
     the previous number is restored on exit. The setting is process-wide: used around work
-    that runs its own threads (`parallel.backward_parts`), so that two workers share two cores
-    instead of starting four BLAS threads, and the products after the block get every core
-    back. Yields True where the setting took effect."""
+    that runs its own threads (`parallel.backward_parts`, `parallel.matmul_stack`), so that two
+    workers share two cores instead of starting four BLAS threads, and the products after the
+    block get every core back. Blocks entered by several threads at once share the setting of
+    the first; the last one out restores. Yields True where the setting took effect."""
     fn = _openblas_threads_setter()
     if fn is None:
         yield False
         return
-    previous = fn(int(n))
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            _blas_users[1] = fn(int(n))
+        _blas_users[0] += 1
     try:
         yield True
     finally:
-        fn(previous)
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                fn(_blas_users[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ pooling, ReLU, the Winograd transforms) in two halves, and `matmul_stack` runs a
 small products as two halves on one-thread BLAS.
 """
 import functools
+import os
 
 import numpy as np
 
@@ -75,6 +76,25 @@ def _helper():
     return ThreadPoolExecutor(1)     # the second half's thread (no BLAS setting of its own)
 
 
+def _forget_pools():
+    """A forked child (selective search's worker processes) inherits the pools but not their
+    threads: work submitted there would wait forever. It starts new ones instead."""
+    _helper.cache_clear()
+    thread_pool.cache_clear()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
+def usable_cores():
+    """Cores this process may run on (its CPU affinity where the OS tells, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def intra_op_threads():
     """Whether `split_work` splits: two or more cores, the main thread (training's per-image
     threads already keep the cores busy), and matrix products whose idle threads go to sleep.
@@ -83,9 +103,8 @@ def intra_op_threads():
     core our second half needs: measured on the 2-core machine, the VGG16 trunk went 630 ->
     650 ms with the split and a spinning BLAS, 630 -> 610 ms with it asleep. `import tinyrcnn`
     sets the variable when NumPy is not loaded yet (see tinyrcnn/__init__.py)."""
-    import os
     import threading
-    if (os.cpu_count() or 1) < 2 or threading.current_thread() is not threading.main_thread():
+    if usable_cores() < 2 or threading.current_thread() is not threading.main_thread():
         return False
     return backend.blas_idle_sleeps()
 
@@ -115,10 +134,14 @@ def matmul_stack(a, b):
     For the Winograd products (sixteen (K, C) @ (C, tiles) per layer) each product is too
     small for OpenBLAS to keep two threads busy; measured on the 2-core machine, stacks of 16
     products of VGG16's sizes ran at 137-200 GFLOP/s on BLAS's threads and 160-240 GFLOP/s
-    split this way. The numbers are the same either way (each product runs whole)."""
+    split this way. The numbers are the same either way (each product runs whole). Only on
+    exactly two usable cores, the case measured: with more, two one-thread halves would leave
+    cores idle that OpenBLAS's own threads use.
+    """
     B, m = a.shape[0], a.shape[1]
     out = np.empty((B, m, b.shape[2]), dtype=np.result_type(a, b))
-    if B < 2 or out.size < INTRA_OP_MIN_ELEMENTS or not intra_op_threads():
+    if (B < 2 or out.size < INTRA_OP_MIN_ELEMENTS or usable_cores() != 2
+            or backend._openblas_threads_setter() is None or not intra_op_threads()):
         return np.matmul(a, b, out=out)
     mid = B // 2
     with backend.blas_threads(1):

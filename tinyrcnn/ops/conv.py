@@ -101,7 +101,8 @@ class Conv2d(Function):
         self.x_shape, self.w, self.has_b = x.shape, w, b is not None
         self.stride, self.padding = stride, padding
         xp = backend.get_array_module(x)
-        self.winograd = xp is np and winograd.use_winograd(x.shape, w.shape, stride, x.dtype)
+        self.winograd = (xp is np and w.dtype == x.dtype
+                         and winograd.use_winograd(x.shape, w.shape, stride, x.dtype))
         if self.winograd:                                     # 3x3, stride 1, big layers (CPU)
             y, self.saved = winograd.forward(x, w, b, padding)
             if self.saved[1].nbytes > KEEP_COLS_BYTES:        # recomputed from x in backward
@@ -122,12 +123,10 @@ class Conv2d(Function):
 
     def backward(self, gy):
         w, (K, C, kh, kw) = self.w, self.w.shape
-        if self.winograd:
-            if self.saved is None:
-                self.saved = winograd.transforms(self.x, w, self.padding)
+        if self.winograd:                                     # tiles recomputed if not kept
+            saved = self.saved or winograd.transforms(self.x, w, self.padding)
             need = self.needs_input_grad
-            return winograd.backward(gy, self.saved, need[0], need[1],
-                                     self.has_b and need[2])
+            return winograd.backward(gy, saved, need[0], need[1], self.has_b and need[2])
         N = gy.shape[0]
         xp = backend.get_array_module(gy)
         gy = xp.ascontiguousarray(gy).reshape(N, K, -1)     # (N, K, Ho*Wo)
