@@ -18,9 +18,9 @@ dU[xi] = dM[xi] @ V[xi]^T (filter gradient, back through G) and dV[xi] = U[xi]^T
 
 All entries are 0, +-1 or 1/2, so the rounding error stays near im2col's (float32: ~1e-6
 relative; float64: ~1e-15, see the tests). One difference in kind: an infinite input can give
-NaN here (inf - inf inside a transform) where im2col gives +-inf. The filter transforms are one matrix product with
-kron(G, G); the tile transforms are a few NumPy passes over strided views, split over two
-threads where `parallel.split_work` allows. Used by `conv.Conv2d` on the CPU for the layers
+NaN here (inf - inf inside a transform) where im2col gives +-inf. The filter transforms are one
+matrix product with kron(G, G); the tile transforms are a few NumPy passes over strided views,
+split over two threads where `parallel.split_work` allows. Used by `conv.Conv2d` on the CPU for the layers
 where it measured faster (`use_winograd`).
 """
 import numpy as np
