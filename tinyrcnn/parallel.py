@@ -13,6 +13,7 @@ small products as two halves on one-thread BLAS.
 """
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -103,7 +104,6 @@ def intra_op_threads():
     core our second half needs: measured on the 2-core machine, the VGG16 trunk went 630 ->
     650 ms with the split and a spinning BLAS, 630 -> 610 ms with it asleep. `import tinyrcnn`
     sets the variable when NumPy is not loaded yet (see tinyrcnn/__init__.py)."""
-    import threading
     if usable_cores() < 2 or threading.current_thread() is not threading.main_thread():
         return False
     return backend.blas_idle_sleeps()
@@ -140,14 +140,13 @@ def matmul_stack(a, b):
     """
     B, m = a.shape[0], a.shape[1]
     out = np.empty((B, m, b.shape[2]), dtype=np.result_type(a, b))
+
+    def products(lo, hi):
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
     if (B < 2 or out.size < INTRA_OP_MIN_ELEMENTS or usable_cores() != 2
             or backend._openblas_threads_setter() is None or not intra_op_threads()):
-        return np.matmul(a, b, out=out)
-    mid = B // 2
-    with backend.blas_threads(1):
-        other = _helper().submit(np.matmul, a[mid:], b[mid:], out=out[mid:])
-        try:
-            np.matmul(a[:mid], b[:mid], out=out[:mid])
-        finally:
-            other.result()
+        products(0, B)                                       # whole, on BLAS's own threads
+    else:
+        with backend.blas_threads(1):
+            split_work(B, out.size, products)
     return out
