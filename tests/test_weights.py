@@ -171,6 +171,17 @@ def test_convert_and_save_npz_round_trip(tmp_path):
     assert_same(load_weights(out), sd)
 
 
+def test_save_npz_same_weights_same_bytes(tmp_path, monkeypatch):
+    # no wall-clock time in the archive: the sha256 of a saved model witnesses its weights
+    import time
+    sd = {'w': np.arange(6, dtype=np.float32).reshape(2, 3), 'b': np.zeros(2)}
+    save_npz(sd, tmp_path / 'a.npz')
+    monkeypatch.setattr(time, 'time', lambda: 2e9)            # another day
+    monkeypatch.setattr(time, 'localtime', lambda *a: (2033, 5, 18, 3, 33, 20, 2, 138, 0))
+    save_npz(sd, tmp_path / 'b.npz')
+    assert (tmp_path / 'a.npz').read_bytes() == (tmp_path / 'b.npz').read_bytes()
+
+
 def test_save_npz_refuses_objects_and_keeps_old_file(tmp_path):
     out = tmp_path / 'w.npz'
     save_npz({'a': np.ones(2, np.float32)}, out)
