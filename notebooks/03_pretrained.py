@@ -34,7 +34,7 @@ from tinyrcnn.data import PREPROCESS, deprocess, preprocess
 from tinyrcnn.data.shapes import render_shapes_image
 from tinyrcnn.weights import load_weights
 
-ROOT = pathlib.Path(tr.__file__).resolve().parents[1]   # the repository (for tests/data)
+ROOT = pathlib.Path(tr.__file__).resolve().parents[1]   # the repository (for tests/fixtures)
 tr.manual_seed(0)
 
 # %% [markdown]
@@ -88,13 +88,13 @@ assert logits.shape == (1, 1000)
 # `tinyrcnn.weights.load_weights` reads a `torch.save` file (the zip format, or the legacy one)
 # or a tinyrcnn `.npz`, and returns a dict of NumPy arrays. It unpickles with a whitelist, so a
 # weights file cannot run code. The repository ships a small file written by PyTorch in
-# torchvision's VGG layout (4, 4 and 8 channels), made by `tests/data/make_fixtures.py`:
+# torchvision's VGG layout (4, 4 and 8 channels), made by `tests/fixtures/make_fixtures.py`:
 
 # %%
-state = load_weights(ROOT / 'tests' / 'data' / 'vgg_tiny_zip.pth')
+state = load_weights(ROOT / 'tests' / 'fixtures' / 'vgg_tiny_zip.pth')
 for k, v in state.items():
     print(f'{k:22s} {str(v.shape):16s} {v.dtype}')
-expected = np.load(ROOT / 'tests' / 'data' / 'vgg_tiny.npz')    # the same tensors, via torch's .numpy()
+expected = np.load(ROOT / 'tests' / 'fixtures' / 'vgg_tiny.npz')    # the same tensors, via torch's .numpy()
 assert all(np.array_equal(state[k], expected[k]) for k in expected.files)
 print('identical to the arrays PyTorch wrote: ok')
 

@@ -36,7 +36,7 @@ def test_bad_arguments_give_one_error_line(args, expected):
 
 
 def test_convert_weights_round_trip(tmp_path):
-    src = os.path.join(ROOT, 'tests', 'data', 'vgg_tiny_zip.pth')
+    src = os.path.join(ROOT, 'tests', 'fixtures', 'vgg_tiny_zip.pth')
     dst = tmp_path / 'w.npz'
     r = run('convert-weights', src, str(dst))
     assert r.returncode == 0, r.stderr
@@ -65,5 +65,21 @@ def test_pretrain_writes_a_weights_file_for_vgg_tiny(tmp_path):
             '--crop', '32')
     assert r.returncode == 0, r.stderr
     assert out.exists() and 'crop accuracy' in r.stdout
-    from tinyrcnn.models.vgg import vgg_tiny
+    from tinyrcnn.vgg import vgg_tiny
     assert vgg_tiny(weights=str(out)).classifier[6].weight.shape == (7, 256)
+
+
+def test_detect_and_test_with_the_shipped_demo_model(tmp_path):
+    """The README's commands on the model in assets/ (Fast R-CNN: selective search proposes)."""
+    from tinyrcnn.data import make_shapes_voc
+    root = make_shapes_voc(tmp_path / 'data', 2, 2, seed=0, only_test=True)
+    image = os.path.join(root, 'JPEGImages', sorted(os.listdir(os.path.join(root, 'JPEGImages')))[0])
+    out = tmp_path / 'dets.png'
+    model = os.path.join(ROOT, 'assets', 'demo_model')
+    r = run('detect', image, '--weights', model, '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b'\x89PNG' and 'proposals in' in r.stdout
+    r = run('test', '--weights', model, '--data', str(root), '--out', str(tmp_path / 'test'))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith('mAP@0.5 (VOC07 11-point): ')
+    assert (tmp_path / 'test' / 'pr_curves.png').exists()

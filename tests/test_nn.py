@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import tinyrcnn as tr
-from conftest import distinct
+from helpers import distinct
 
 
 def small_net():
@@ -63,3 +63,20 @@ def test_whole_network_gradcheck():
 def test_module_repr_lists_layers():
     text = repr(small_net())
     assert 'Conv2d(2, 3, kernel_size=(3, 3)' in text and 'Linear(in_features=12' in text
+
+
+def test_check_state_dict_lists_every_problem():
+    expected_shapes = {'features.0.weight': (64, 3, 3, 3), 'features.0.bias': (64,),
+                       'classifier.6.weight': (21, 4096), 'classifier.6.bias': (21,)}
+    given = {'features.0.weight': np.zeros((64, 3, 3, 3)), 'features.0.bias': np.zeros(32),
+             'classifier.6.weight': np.zeros((1000, 4096)), 'fc.extra': np.zeros((2, 2))}
+    with pytest.raises(ValueError) as info:
+        tr.nn.check_state_dict(expected_shapes, given)
+    assert str(info.value).splitlines() == [
+        'state dict does not fit the model: 1 missing, 1 unexpected, 2 with the wrong shape',
+        '  missing: classifier.6.bias (21,)',
+        '  unexpected: fc.extra (2, 2)',
+        '  wrong shape: features.0.bias: expected (64,), given (32,)',
+        '  wrong shape: classifier.6.weight: expected (21, 4096), given (1000, 4096)',
+    ]
+    assert tr.nn.check_state_dict({'a': (2,), 'b': ()}, {'b': np.float32(1), 'a': np.ones(2)}) is None

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import tinyrcnn as tr
-from conftest import distinct
+from helpers import distinct
 
 
 def T(a, grad=True):

@@ -3,7 +3,7 @@ import numpy as np
 
 import tinyrcnn as tr
 import tinyrcnn.functional as F
-from conftest import gpu
+from helpers import gpu
 
 
 def make_task(n, rng):

@@ -2,12 +2,11 @@
 
 CuPy is imported lazily, only when a GPU is asked for or a CuPy array is met, so a machine
 without it never notices. Kernel-backed ops load their `.cu` sources through `kernel()`, which
-compiles a source once per dtype with CuPy's RawModule and caches it.
+compiles a source once per dtype with CuPy's RawModule and caches it. `fast_cpu()` is where an
+op looks for the opt-in CPU speed path of `tinyrcnn.speed` (off unless enabled).
 """
-import contextlib
 import functools
 import os
-import threading
 
 import numpy as np
 
@@ -71,6 +70,35 @@ def to_device(array, device):
     return array if is_cupy_array(array) else cp.asarray(array)
 
 
+# ---------------------------------------------------------------------------------------------
+# The CPU speed paths: one hook per op
+# ---------------------------------------------------------------------------------------------
+_FAST_CPU = {}
+
+
+def fast_cpu(name, x):
+    """The faster CPU implementation registered under `name` by `tinyrcnn.speed.enable()`, when
+    `x` (an array or a Tensor) lives on the CPU and one is registered; else None, and the caller runs its reference.
+
+    Each op asks once, in its public function (`fast_cpu('roi_pool', x) or RoIPool`). What is
+    registered must equal the reference: bit for bit, or to float rounding where the speed
+    package says so (tests/speed/ checks every one)."""
+    x = x.data if hasattr(x, '_ctx') else x                  # a Tensor's array
+    return _FAST_CPU.get(name) if isinstance(x, np.ndarray) else None
+
+
+def fast_cpu_paths():
+    """A copy of the registered CPU speed paths (name -> implementation)."""
+    return dict(_FAST_CPU)
+
+
+def set_fast_cpu(paths):
+    """Replace the registered CPU speed paths by the dict `paths` (name -> implementation);
+    `{}` turns them all off. Called by `tinyrcnn.speed.enable()` and `disable()`."""
+    _FAST_CPU.clear()
+    _FAST_CPU.update(paths)
+
+
 def scatter_add(xp, target, index, values):
     """target[index] += values with repeated indices accumulated (NumPy's add.at)."""
     if xp is np:
@@ -78,114 +106,6 @@ def scatter_add(xp, target, index, values):
     else:
         import cupyx
         cupyx.scatter_add(target, index, values)
-
-
-def matmul(a, b):
-    """a @ b for 2-D arrays, in the orientation OpenBLAS runs fastest.
-
-    When one operand is row-major and the other a transposed view (the products of linear and
-    conv backward), OpenBLAS on a few cores is several times faster when the output has at least
-    as many rows as columns (measured: fc6 forward 24 ms -> 3 ms). Then (b^T a^T)^T, the same
-    numbers, is computed instead. CuPy (cuBLAS) is left alone.
-    """
-    if not isinstance(a, np.ndarray) or a.ndim != 2 or b.ndim != 2:
-        return a @ b
-    mixed = a.flags.c_contiguous != b.flags.c_contiguous
-    if mixed and a.shape[0] < b.shape[1]:
-        return (b.T @ a.T).T
-    return a @ b
-
-
-@functools.lru_cache(maxsize=None)
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the OS.
-
-    A training step allocates and frees the same large arrays (im2col columns, activations)
-    every iteration. By default each array above a few MB is a fresh mmap whose pages the
-    kernel must fault in and zero on first touch; with a high mmap threshold and no trimming
-    they are recycled from the heap. Measured on the 2-core machine, VGG16 trunk forward +
-    backward: 800 -> 690 ms (`python -m tinyrcnn bench --only vgg`). The process keeps its peak
-    memory. The command line calls this; a program using the library may call it too. Returns
-    True where it took effect (Linux with glibc), False elsewhere.
-    """
-    if os.environ.get('TINYRCNN_DEFAULT_MALLOC'):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL('libc.so.6')
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3   # from <malloc.h>
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_TOP_PAD, 1 << 28))
-    except (OSError, AttributeError):       # no glibc (macOS, Windows, musl): leave malloc alone
-        return False
-
-
-def _openblas_function(name):
-    """The function `name` of the OpenBLAS that NumPy has loaded (found in /proc/self/maps),
-    or None: no /proc (macOS, Windows), another BLAS, an older OpenBLAS, an odd library."""
-    try:
-        import ctypes
-        with open('/proc/self/maps', errors='replace') as f:
-            paths = {line.split()[-1] for line in f if 'openblas' in line.lower() and '/' in line}
-        numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
-        for path in sorted(paths, key=lambda p: (not p.startswith(numpy_dir), 'numpy' not in p, p)):
-            lib = ctypes.CDLL(path)
-            if hasattr(lib, name):
-                return getattr(lib, name)
-    except Exception:
-        pass
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _openblas_threads_setter():
-    """OpenBLAS's `openblas_set_num_threads_local` (OpenBLAS >= 0.3.27), or None. Despite its
-    name it sets the number of threads for every caller in the process and returns the
-    previous number, which is what lets `blas_threads` restore it."""
-    fn = _openblas_function('openblas_set_num_threads_local')
-    if fn is not None:
-        import ctypes
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-    return fn
-
-
-@functools.lru_cache(maxsize=None)
-def blas_idle_sleeps():
-    """True when NumPy's BLAS is OpenBLAS with OPENBLAS_THREAD_TIMEOUT set (read once, when it
-    is loaded), so that its idle threads sleep soon after a product. `parallel.split_work` runs
-    its second thread only then; with another BLAS (MKL's threads also spin by default) or none
-    found, it stays on one."""
-    fn = _openblas_function('openblas_thread_timeout')
-    return fn is not None and 0 < fn() <= 20
-
-
-_blas_lock = threading.Lock()
-_blas_users = [0, None]                     # blocks inside blas_threads, the number to restore
-
-
-@contextlib.contextmanager
-def blas_threads(n):
-    """Within the block, matrix products use `n` threads (OpenBLAS only; elsewhere a no-op);
-    the previous number is restored on exit. The setting is process-wide: used around work
-    that runs its own threads (`parallel.backward_parts`, `parallel.matmul_stack`), so that two
-    workers share two cores instead of starting four BLAS threads, and the products after the
-    block get every core back. Blocks entered by several threads at once share the setting of
-    the first; the last one out restores. Yields True where the setting took effect."""
-    fn = _openblas_threads_setter()
-    if fn is None:
-        yield False
-        return
-    with _blas_lock:
-        if _blas_users[0] == 0:
-            _blas_users[1] = fn(int(n))
-        _blas_users[0] += 1
-    try:
-        yield True
-    finally:
-        with _blas_lock:
-            _blas_users[0] -= 1
-            if _blas_users[0] == 0:
-                fn(_blas_users[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,11 +4,19 @@ Each row prints tinyrcnn's median time, the reference's median time (when there 
 the ratio tinyrcnn / reference, measured in the same process on the same machine. Speed
 targets live here, not in timed tests.
 """
+import os
 import time
 
 import numpy as np
 
-from . import backend
+from . import backend, nn
+from .boxes import nms, random_clustered_boxes, random_rois
+from .fast_rcnn.svd import svd_linear
+from .ops.roi_pool import roi_pool
+from .proposals.selective_search import selective_search
+from .seed import manual_seed
+from .tensor import Tensor, no_grad
+from .vgg import VGG16_CFG, make_features
 
 
 def timeit(fn, device='cpu', repeats=5, warmup=1):
@@ -42,12 +50,10 @@ def _torch(device):
 def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
     """The 13 conv layers of VGG16 with their pools, forward + backward on one image; the
     reference gets the same weights and input, and its output is checked before timing."""
-    import tinyrcnn as tr
-    from .models.vgg import make_features, VGG16_CFG
-    tr.manual_seed(0)
+    manual_seed(0)
     features = make_features(VGG16_CFG).to(device)
     H, W = size
-    x = tr.Tensor(np.random.default_rng(0).standard_normal((1, 3, H, W)).astype(np.float32))
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 3, H, W)).astype(np.float32))
     x = x.to(device)
 
     def ours():
@@ -73,7 +79,7 @@ def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
                 ref_m.bias.copy_(torch.from_numpy(ours_m.bias.numpy()))
         net = net.to(device)
         xt = torch.from_numpy(x.numpy()).to(device)
-        with torch.no_grad(), tr.no_grad():
+        with torch.no_grad(), no_grad():
             a, b = features(x).numpy(), net(xt).cpu().numpy()
         err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
         if err > 1e-3:
@@ -101,29 +107,26 @@ def _torchvision(device):
 
 def bench_roi_pool_reference(device='cpu', shape=(2, 512, 38, 63), counts=(128, 2000), repeats=5):
     """RoI pooling forward + backward next to torchvision.ops.roi_pool (values checked equal)."""
-    import tinyrcnn as tr
-    import tinyrcnn.functional as F
-    from .ops.roi_pool import random_rois
     torch, torchvision = _torchvision(device)
     N, C, H, W = shape
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     rows = []
     for R in counts:
         rois_np = random_rois(R, N, H * 16, W * 16, seed=R)
-        x = tr.Tensor(backend.to_device(x_np, device), requires_grad=True)
+        x = Tensor(backend.to_device(x_np, device), requires_grad=True)
         rois = backend.to_device(rois_np, device)
         gy = backend.to_device(np.ones((R, C, 7, 7), np.float32), device)
 
         def ours():
             x.grad = None
-            F.roi_pool(x, rois, (7, 7), 1 / 16).backward(gy)
+            roi_pool(x, rois, (7, 7), 1 / 16).backward(gy)
         t_ours, t_ref = timeit(ours, device, repeats), None
         if torchvision is not None:
             xt = torch.from_numpy(x_np).to(device).requires_grad_()
             rt = torch.from_numpy(rois_np).to(device)
             gt = torch.ones((R, C, 7, 7), device=device)
             y_ref = torchvision.ops.roi_pool(xt, rt, (7, 7), 1 / 16)
-            y_ours = F.roi_pool(tr.Tensor(backend.to_device(x_np, device)), rois, (7, 7), 1 / 16)
+            y_ours = roi_pool(Tensor(backend.to_device(x_np, device)), rois, (7, 7), 1 / 16)
             if not np.array_equal(y_ours.numpy(), y_ref.detach().cpu().numpy()):
                 raise RuntimeError(f'roi_pool differs from torchvision for {R} RoIs')
 
@@ -141,7 +144,6 @@ def bench_nms_reference(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, re
     """NMS next to torchvision.ops.nms; kept indices checked equal first. torchvision measures
     widths as x2 - x1, tinyrcnn (like the original code) as x2 - x1 + 1, so torchvision gets the
     boxes with x2 + 1, y2 + 1: the same IoU."""
-    from .boxes import nms, random_clustered_boxes
     torch, torchvision = _torchvision(device)
     rows = []
     for n in sizes:
@@ -163,10 +165,7 @@ def bench_nms_reference(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, re
 def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=3):
     """Fast R-CNN's VGG16 head (fc6, fc7, cls_score, bbox_pred) on `rois` pooled RoIs, before and
     after truncated SVD (Sec. 3.1), with parameter counts and the change in class scores."""
-    import tinyrcnn as tr
-    from .models.fast_rcnn import svd_linear
-    from . import nn
-    tr.manual_seed(0)
+    manual_seed(0)
     rng = np.random.default_rng(0)
     # fc6/fc7 with VGG16's shapes; weights drawn with a decaying spectrum, like trained layers
     def layer(out_f, in_f):
@@ -179,10 +178,10 @@ def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=
     head = nn.Sequential(layer(4096, 25088), nn.ReLU(), layer(4096, 4096), nn.ReLU(),
                          nn.Linear(4096, 21))
     head.to(device).eval()
-    x = tr.Tensor(rng.standard_normal((rois, 25088)).astype(np.float32)).to(device)
+    x = Tensor(rng.standard_normal((rois, 25088)).astype(np.float32)).to(device)
 
     def run_head():
-        with tr.no_grad():
+        with no_grad():
             return head(x)
     before_params = head.num_parameters()
     t_full = timeit(run_head, device, repeats)
@@ -199,9 +198,47 @@ def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=
              f'score change {change:.1e}; SVD itself {t_factor:.0f} s)', t_svd, t_full)]
 
 
+def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 512, 38, 50)):
+    """Time RoI pooling forward and forward + backward (7x7, scale 1/16) on a VGG16-sized map.
+
+    Returns rows (name, seconds), the median of `repeats` runs after one warm-up."""
+    backend.check_device(device)
+    xp = backend.get_array_module(backend.to_device(np.zeros(1), device))
+    N, C, H, W = shape
+    x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = Tensor(backend.to_device(x_np, device), requires_grad=True)
+    rows = []
+    for R in roi_counts:
+        rois = backend.to_device(random_rois(R, N, H * 16, W * 16, seed=R), device)
+        gy = xp.ones((R, C, 7, 7), dtype=np.float32)
+
+        def forward():
+            return roi_pool(x, rois)
+
+        def forward_backward():
+            x.grad = None
+            roi_pool(x, rois).backward(gy)
+
+        for name, fn in ((f'roi_pool forward, {R} RoIs', forward),
+                         (f'roi_pool forward+backward, {R} RoIs', forward_backward)):
+            rows.append((f'{name} ({device})', timeit(fn, device, repeats)))
+    return rows
+
+
+def bench_selective_search(mode='fast', repeats=3):
+    """Seconds per image of selective_search on skimage's coffee photograph resized to 500x375."""
+    from skimage import data
+    from skimage.transform import resize
+    image = (resize(data.coffee(), (375, 500), anti_aliasing=True) * 255).round().astype(np.uint8)
+    selective_search(image, mode)                             # warm-up (imports, caches)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        selective_search(image, mode)
+    return (time.perf_counter() - start) / repeats
+
+
 def run(device='cpu', only=None, repeats=3, out=print):
     """Run the benchmarks and print one row each; returns the rows."""
-    from .ops.roi_pool import bench_roi_pool
     suites = {
         'vgg': lambda: bench_vgg16_trunk(device, (224, 224) if device == 'cpu' else (600, 1000),
                                          repeats=repeats),
@@ -212,7 +249,6 @@ def run(device='cpu', only=None, repeats=3, out=print):
         'svd': lambda: bench_svd_head(device, repeats=repeats),
     }
     if device == 'cpu':
-        from .proposals.selective_search import bench_selective_search
         suites['selective_search'] = lambda: [
             ('selective search fast, per ~500x375 image (cpu)', bench_selective_search(), None)]
     names = list(suites) if not only else only
@@ -234,6 +270,5 @@ def run(device='cpu', only=None, repeats=3, out=print):
 
 
 def _threads(torch):
-    import os
     n = os.cpu_count()
     return f'{n} cores' + (f', torch uses {torch.get_num_threads()}' if torch is not None else '')

@@ -263,3 +263,14 @@ def random_clustered_boxes(n, num_objects=50, height=600, width=1000, seed=0):
     boxes = np.stack([bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2], axis=1)
     boxes = clip_boxes(boxes, height, width).astype(np.float32)
     return boxes, rng.random(n).astype(np.float32)
+
+
+def random_rois(R, N, image_h, image_w, seed=0, min_size=16):
+    """R proposal-like RoIs (R, 5) float32 spread over N images of image_h x image_w pixels."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(min_size, image_w, R)
+    h = rng.uniform(min_size, image_h, R)
+    x1 = rng.uniform(0, image_w - w)
+    y1 = rng.uniform(0, image_h - h)
+    batch = rng.integers(0, N, R)
+    return np.stack([batch, x1, y1, x1 + w - 1, y1 + h - 1], axis=1).astype(np.float32)

@@ -4,7 +4,25 @@ Bad files, paths or arguments end with one line `error: ...` on stderr and a non
 status, never a traceback.
 """
 import argparse
+import json
+import os
 import sys
+import time
+
+import numpy as np
+
+from . import bench, speed
+from .backend import check_device
+from .data import VOCDetection, read_image
+from .demo import run_demo
+from .eval import format_ap_table
+from .export import load_model
+from .fast_rcnn.detect import detect, evaluate
+from .proposals import dataset_proposals, selective_search
+from .train import FasterTrainConfig, TrainConfig, make_trainer
+from .train.pretrain import pretrain_vgg_tiny
+from .viz import draw_detections, plot_pr_curves
+from .weights import convert_weights
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,28 +36,22 @@ def _fail(message):
 
 
 def cmd_bench(args):
-    from . import bench
-    from .backend import check_device
     check_device(args.device)
     only = args.only.split(',') if args.only else None
     bench.run(args.device, only=only, repeats=args.repeats)
 
 
 def cmd_convert_weights(args):
-    from .weights import convert_weights
     n = convert_weights(args.src, args.dst, float16=args.float16)
     print(f'wrote {n} arrays to {args.dst}')
 
 
 def cmd_demo(args):
-    from .demo import run_demo
     run_demo(args.out, model=args.model, seed=args.seed, device=args.device,
              iterations=args.iterations)
 
 
 def cmd_pretrain(args):
-    from .backend import check_device
-    from .pretrain import pretrain_vgg_tiny
     check_device(args.device)
     for name in ('images', 'iterations', 'batch', 'crop'):
         if getattr(args, name) < 1:
@@ -49,21 +61,13 @@ def cmd_pretrain(args):
 
 
 def _dataset(root, split):
-    import os
-    from .data import VOCDetection
     if not os.path.isdir(root):
         raise FileNotFoundError(f'data set folder not found: {root}')
     return VOCDetection(root, split)
 
 
-def _proposals(ds, root, mode='fast', max_proposals=2000):
-    from .demo import dataset_proposals
-    return dataset_proposals(ds, root, mode, max_proposals)
-
-
 def _settings(pairs):
     """--set key=value pairs -> dict, values parsed as JSON where they parse."""
-    import json
     out = {}
     for pair in pairs or []:
         if '=' not in pair:
@@ -77,24 +81,17 @@ def _settings(pairs):
 
 
 def cmd_train(args):
-    import os
-    if args.model == 'faster':
-        from .train_faster import FasterTrainConfig as TrainConfig
-    else:
-        from .train import TrainConfig, Trainer
+    config = FasterTrainConfig if args.model == 'faster' else TrainConfig
     settings = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed)
     if args.iterations:
         settings['iterations'] = args.iterations
     settings.update(_settings(args.set))
-    cfg = TrainConfig.from_dict(settings)
+    cfg = config.from_dict(settings)
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
     ds = _dataset(args.data, args.split)
-    if args.model == 'faster':
-        from .train_faster import FasterTrainer
-        trainer = FasterTrainer(cfg, ds, args.out)
-    else:
-        trainer = Trainer(cfg, ds, _proposals(ds, args.data, args.proposal_mode), args.out)
+    props = None if args.model == 'faster' else dataset_proposals(ds, args.data, args.proposal_mode)
+    trainer = make_trainer(cfg, ds, args.out, props)
     if args.resume:
         trainer.load_checkpoint()
         print(f'resumed at iteration {trainer.iteration}')
@@ -103,74 +100,37 @@ def cmd_train(args):
     print(f'model saved to {path}')
 
 
-def _load(path, device):
-    """A model saved by train or demo, Fast or Faster R-CNN (its JSON says which)."""
-    import json
-    import os
-    from .train import load_model
-    base = os.path.splitext(path)[0] if path.endswith(('.npz', '.json')) else path
-    if os.path.exists(base + '.json'):
-        with open(base + '.json') as f:
-            try:
-                architecture = json.load(f).get('architecture')
-            except json.JSONDecodeError:
-                raise ValueError(f'{base}.json is not a model description (not JSON)')
-        if architecture == 'faster_rcnn':
-            from .train_faster import load_faster_model
-            return load_faster_model(base, device)
-    return load_model(base, device)
-
-
 def cmd_test(args):
-    import os
-    from .detect import evaluate_model
-    from .eval import format_ap_table, plot_pr_curves
-    model, info = _load(args.weights, args.device)
+    model, info = load_model(args.weights, args.device)
     ds = _dataset(args.data, args.split)
     scales = tuple(args.scales) if args.scales else tuple(info['scales'])
-    if info['architecture'] == 'faster_rcnn':       # proposals come from the network itself
-        from .models.faster_rcnn import evaluate_faster
-        result, _, spi = evaluate_faster(model, ds, scale=scales[0], max_size=info['max_size'],
-                                         source=info['source'], use_07_metric=not args.area_ap)
-    else:
-        props = _proposals(ds, args.data, args.proposal_mode)
-        result, _, spi = evaluate_model(model, ds, props, scales=scales, max_size=info['max_size'],
-                                        source=info['source'], use_07_metric=not args.area_ap)
+    # Faster R-CNN's proposals come from the network itself
+    props = (None if info['architecture'] == 'faster_rcnn'
+             else dataset_proposals(ds, args.data, args.proposal_mode))
+    result, _, spi = evaluate(model, ds, props, scales=scales, max_size=info['max_size'],
+                              source=info['source'], use_07_metric=not args.area_ap)
     print(format_ap_table(result))
     os.makedirs(args.out, exist_ok=True)
     plot_pr_curves(result, os.path.join(args.out, 'pr_curves.png'))
-    print(f'{spi * 1000:.0f} ms per image (proposals excluded); PR curves in {args.out}/pr_curves.png')
+    print(f'{spi * 1000:.0f} ms per image; PR curves in {args.out}/pr_curves.png')
     metric = 'VOC07 11-point' if not args.area_ap else 'area'
     print(f"mAP@0.5 ({metric}): {result['map']:.3f}")
 
 
 def cmd_detect(args):
-    import os
-    import time
-    import numpy as np
-    from .data.voc import read_image
-    from .detect import detect, draw_detections
-    from .proposals import selective_search
     if not os.path.exists(args.image):
         raise FileNotFoundError(f'image not found: {args.image}')
-    model, info = _load(args.weights, args.device)
+    model, info = load_model(args.weights, args.device)
     image = read_image(args.image)
     t = time.time()
-    if info['architecture'] == 'faster_rcnn':       # the RPN proposes: no selective search
-        from .models.faster_rcnn import detect as detect_faster
-        props = ()
-        t_props = 0.0
-        dets = detect_faster(model, image, score_thresh=args.threshold, scale=info['scales'][0],
-                             max_size=info['max_size'], source=info['source'])
-    else:
-        if args.proposals:
-            props = np.load(args.proposals, allow_pickle=False)
-        else:
-            props = selective_search(image, mode=args.proposal_mode)
-        t_props = time.time() - t
-        t = time.time()
-        dets = detect(model, image, props, scales=tuple(info['scales']), max_size=info['max_size'],
-                      source=info['source'], score_thresh=args.threshold)
+    props = None                                     # Faster R-CNN: the RPN proposes
+    if info['architecture'] != 'faster_rcnn':
+        props = (np.load(args.proposals, allow_pickle=False) if args.proposals
+                 else selective_search(image, mode=args.proposal_mode))
+    t_props = time.time() - t
+    t = time.time()
+    dets = detect(model, image, props, score_thresh=args.threshold, scales=tuple(info['scales']),
+                  max_size=info['max_size'], source=info['source'])
     t_det = time.time() - t
     names = info['class_names']
     for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
@@ -179,13 +139,13 @@ def cmd_detect(args):
             print(f'{names[label - 1]:>12} {score:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]')
     out = args.out or os.path.splitext(os.path.basename(args.image))[0] + '_detections.png'
     draw_detections(image, dets, names, out, score_min=args.show)
-    where = f'{len(props)} proposals in {t_props:.2f} s, ' if len(props) else 'RPN proposals, '
+    where = 'RPN proposals, ' if props is None else f'{len(props)} proposals in {t_props:.2f} s, '
     print(f'{where}detection {t_det:.2f} s; picture: {out}')
 
 
 def cmd_proposals(args):
     ds = _dataset(args.data, args.split)
-    props = _proposals(ds, args.data, args.mode, args.max_proposals)
+    props = dataset_proposals(ds, args.data, args.mode, args.max_proposals)
     n = sum(len(p) for p in props.values())
     print(f'{len(props)} images, {n / max(1, len(props)):.0f} proposals per image, cached in {args.data}')
 
@@ -280,8 +240,7 @@ def main(argv=None):
     if not getattr(args, 'fn', None):
         parser.print_help()
         return 2
-    from . import backend
-    backend.keep_freed_memory()          # recycle big arrays between iterations (see there)
+    speed.enable()                       # the CPU speed paths (tinyrcnn/speed)
     try:
         args.fn(args)
     except KeyboardInterrupt:

@@ -1,9 +1,13 @@
-"""`python -m tinyrcnn demo`: the whole Fast R-CNN pipeline on synthetic data, end to end.
+"""`python -m tinyrcnn demo [--model fast|faster]`: a whole detector, end to end, on synthetic data.
 
 1. write a synthetic VOC-format data set of shapes (`data.make_shapes_voc`);
-2. compute selective-search proposals for it, cached next to it;
-3. train Fast R-CNN (vgg-tiny on a CPU; VGG16 at the paper's 600 px where CuPy sees a GPU);
-4. evaluate on the test split with the VOC07 11-point metric, and draw pictures.
+2. Fast R-CNN: compute selective-search proposals for it, cached next to it; Faster R-CNN has
+   none to compute (its RPN proposes), which affords it more training images;
+3. train (vgg-tiny on a CPU, after crop pretraining; VGG16 at the paper's 600 px where CuPy
+   sees a GPU);
+4. evaluate on the test split with the VOC07 11-point metric, and draw pictures. Faster R-CNN
+   then times its detection against selective search + Fast R-CNN with the same network
+   (Sec. 4: proposals become nearly free).
 
 The last line printed is `mAP@0.5 (VOC07 11-point): 0.xxx`.
 """
@@ -11,29 +15,61 @@ import dataclasses
 import os
 import time
 
-from . import backend
+from . import backend, speed
 from .data import VOCDetection, make_shapes_voc
-from .detect import draw_detections, evaluate_model
-from .eval import format_ap_table, plot_pr_curves
-from .train import TrainConfig, Trainer, load_model
+from .eval import format_ap_table
+from .export import load_model
+from .fast_rcnn.detect import detect, evaluate
+from .proposals import dataset_proposals, selective_search
+from .train import FasterTrainConfig, TrainConfig, make_trainer
+from .viz import draw_detections, plot_pr_curves
 
-# The CPU demo: a small trunk trained from scratch, the images enlarged 1.5x (shorter side 288)
-# so that objects of 30-120 pixels span more than a few cells of the stride-16 feature map.
-# With no ImageNet weights, the network first learns to classify crops of the training objects
-# (the stand-in for Sec. 2.2's pretraining, `tinyrcnn.pretrain`), then is fine-tuned for
-# detection. Adam, no dropout and no weight decay: settings for a short from-scratch run, not
-# the paper's. The two images of a mini-batch train on two threads (`tinyrcnn.parallel`).
+# The CPU demos: a small trunk trained from scratch. With no ImageNet weights, the network first
+# learns to classify crops of the training objects (the stand-in for Sec. 2.2's pretraining,
+# `train.pretrain`), then is fine-tuned for detection. Adam, no dropout and no weight decay:
+# settings for a short from-scratch run, not the papers'. The two images of a mini-batch are
+# computed as two parts, on two threads (`train.parts`, `tinyrcnn.speed`).
+# Fast R-CNN: the images enlarged 1.5x (shorter side 288) so that objects of 30-120 pixels span
+# more than a few cells of the stride-16 feature map.
 CPU_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(288,), max_size=480, optimizer='adam',
                 lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1500, step_size=1125,
                 pretrain_iterations=300, checkpoint_every=300, source='tiny', threads=2)
 GPU_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
                 iterations=6000, step_size=4500, checkpoint_every=1000, source='torchvision',
                 device='cuda')
-DATA = dict(num_train=1000, num_test=100)
+# Faster R-CNN: the images' own scale (shorter side 192), anchors of 32, 64 and 128 pixels for
+# objects of 30-120 pixels (scales 2, 4, 8 of the 16-pixel cell). Such a map has only ~1700
+# anchors, so fewer boxes go through NMS (600/300 before/after it in training, 1000/100 at test)
+# than the paper's 12000/2000 and 6000/300: 300 proposals are plenty to sample 128 RoIs from,
+# and 100 per test image suffice for at most four objects (Sec. 4.1: 100 close to 300). Two
+# images per iteration, where the paper uses one.
+CPU_FASTER_DEMO = dict(trunk='vgg-tiny', freeze_stages=0, scales=(192,), max_size=320,
+                       optimizer='adam', lr=0.001, weight_decay=0.0, dropout=0.0,
+                       iterations=2600, step_size=1950, checkpoint_every=300, source='tiny',
+                       anchor_scales=(2, 4, 8), train_pre_nms_top_n=600,
+                       train_post_nms_top_n=300, test_pre_nms_top_n=1000, test_post_nms_top_n=100,
+                       pretrain_iterations=300, ims_per_batch=2, threads=2)
+# The GPU demo: VGG16 at 600 pixels, objects of ~90-360 pixels, anchors 64-256 (not tuned).
+GPU_FASTER_DEMO = dict(trunk='vgg16', freeze_stages=0, scales=(600,), max_size=1000, lr=0.003,
+                       iterations=8000, step_size=6000, checkpoint_every=1000,
+                       source='torchvision', anchor_scales=(4, 8, 16), device='cuda')
+
+DEMOS = {  # model -> (settings class, CPU settings, GPU settings, data set size)
+    'fast': (TrainConfig, CPU_DEMO, GPU_DEMO, dict(num_train=1000, num_test=100)),
+    'faster': (FasterTrainConfig, CPU_FASTER_DEMO, GPU_FASTER_DEMO, dict(num_train=1200, num_test=100)),
+}
+DATA = DEMOS['fast'][3]            # the Fast R-CNN demo's data set (chapters 6 and 7 redraw it)
+SPEED_IMAGES = 5                   # test images timed with selective search (~1 s each on a CPU)
+
+
+def demo_settings(model='fast', device='cpu'):
+    """The demo's training settings (a dict of the settings class's fields)."""
+    config, cpu, gpu, _ = DEMOS[model]
+    return dataclasses.asdict(config(**(gpu if device == 'cuda' else cpu)))
 
 
 def demo_data(out, num_train, num_test, seed=0):
-    """The synthetic VOC-format data set of both demos in OUT/data: (root, trainval, test)."""
+    """The synthetic VOC-format data set of the demos in OUT/data: (root, trainval, test)."""
     root = make_shapes_voc(os.path.join(out, 'data'), num_train, num_test, seed=seed)
     return root, VOCDetection(root, 'trainval'), VOCDetection(root, 'test')
 
@@ -47,39 +83,56 @@ def save_pictures(out, test_set, detections, result, count=6):
                         os.path.join(out, 'detections', f"{item['id']}.png"), ground_truth=item)
 
 
-def dataset_proposals(dataset, root, mode='fast', max_proposals=2000):
-    """Selective search for a whole data set, cached in ROOT/proposals_MODE_MAX.npz."""
-    from .proposals import compute_dataset_proposals
-    path = os.path.join(root, f'proposals_{mode}_{max_proposals}.npz')
-    return compute_dataset_proposals(dataset, path, mode, max_proposals)
+def compare_speed(model, dataset, n, net_args):
+    """Seconds per image over the first n images of `dataset`: the model with its RPN
+    ('faster'), and selective search ('selective_search') + the same network ('fast_net')."""
+    t = dict(faster=0.0, selective_search=0.0, fast_net=0.0)
+    n = min(n, len(dataset))
+    for i in range(n):
+        image = dataset[i]['image']
+        start = time.perf_counter()
+        detect(model, image, None, **net_args)
+        t['faster'] += time.perf_counter() - start
+        start = time.perf_counter()
+        boxes = selective_search(image, 'fast')
+        t['selective_search'] += time.perf_counter() - start
+        start = time.perf_counter()
+        detect(model, image, boxes, **net_args)
+        t['fast_net'] += time.perf_counter() - start
+    return {k: v / max(n, 1) for k, v in t.items()}
 
 
 def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
              num_train=None, num_test=None, log=print):
-    """Run the demo into folder `out`; returns the evaluation result dict."""
-    if model != 'fast':
-        from .faster_demo import run_faster_demo
-        return run_faster_demo(out, seed=seed, device=device, iterations=iterations,
-                               num_train=num_train, num_test=num_test, log=log)
+    """Run the demo of `model` ('fast' or 'faster') into folder `out`; returns the evaluation
+    result dict. Turns the CPU speed paths on (`tinyrcnn.speed`)."""
+    if model not in DEMOS:
+        raise ValueError(f"model must be 'fast' or 'faster', got {model!r}")
+    speed.enable()
     device = device or ('cuda' if backend.cuda_available() else 'cpu')
     backend.check_device(device)
-    settings = dict(GPU_DEMO if device == 'cuda' else CPU_DEMO, seed=seed, device=device)
+    config, cpu, gpu, data = DEMOS[model]
+    settings = dict(gpu if device == 'cuda' else cpu, seed=seed, device=device)
     if iterations is not None:
         settings['iterations'] = iterations
         settings['step_size'] = max(1, int(iterations * 0.75))
-    cfg = TrainConfig(**settings)
+    cfg = config(**settings)
+    name = 'Fast R-CNN' if model == 'fast' else 'Faster R-CNN'
     start = time.time()
 
     log(f'[1/4] synthetic data in {out}/data')
-    root, train_set, test_set = demo_data(out, num_train or DATA['num_train'],
-                                          num_test or DATA['num_test'], seed)
+    root, train_set, test_set = demo_data(out, num_train or data['num_train'],
+                                          num_test or data['num_test'], seed)
+    train_props = test_props = None
+    if model == 'fast':
+        log('[2/4] selective search proposals (cached)')
+        train_props, test_props = dataset_proposals(train_set, root), dataset_proposals(test_set, root)
+    else:
+        log('[2/4] no proposals to compute: the RPN makes its own')
 
-    log('[2/4] selective search proposals (cached)')
-    train_props = dataset_proposals(train_set, root)
-    test_props = dataset_proposals(test_set, root)
-
-    log(f'[3/4] training Fast R-CNN ({cfg.trunk}, {cfg.iterations} iterations on {device})')
-    trainer = Trainer(cfg, train_set, train_props, os.path.join(out, 'train'))
+    log(f'[3/4] training {name} ({cfg.trunk}, {cfg.pretrain_iterations} iterations on object '
+        f'crops, then {cfg.iterations} of {cfg.ims_per_batch} image(s) on {device})')
+    trainer = make_trainer(cfg, train_set, os.path.join(out, 'train'), train_props)
     trainer.run()
     model_path = trainer.export(os.path.join(out, 'model'))
     log(f'model: {model_path}; loss curve: {out}/train/loss.png')
@@ -88,14 +141,19 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
     net_args = dict(scales=cfg.scales, max_size=cfg.max_size, source=cfg.source)
     # the exported model predicts raw offsets (the trainer's own still predicts normalised ones)
     net, _ = load_model(model_path, device)
-    result, detections, spi = evaluate_model(net, test_set, test_props, **net_args)
+    result, detections, spi = evaluate(net, test_set, test_props, **net_args)
     log(format_ap_table(result))
     save_pictures(out, test_set, detections, result)
-    log(f'detection: {spi * 1000:.0f} ms per image (proposals excluded); '
-        f'total demo time {time.time() - start:.0f} s; pictures in {out}')
+    demo_time = time.time() - start
+    which = 'proposals excluded' if model == 'fast' else 'proposals included'
+    log(f'detection: {spi * 1000:.0f} ms per image ({which}); demo time {demo_time:.0f} s; '
+        f'pictures in {out}')
+    if model == 'faster':
+        t = compare_speed(net, test_set, SPEED_IMAGES, net_args)
+        fast_total = t['selective_search'] + t['fast_net']
+        log(f"Fast R-CNN + selective search: {fast_total * 1000:.0f} ms per image (selective "
+            f"search {t['selective_search'] * 1000:.0f} ms, network {t['fast_net'] * 1000:.0f} ms); "
+            f"Faster R-CNN (RPN proposals): {t['faster'] * 1000:.0f} ms per image, "
+            f"{fast_total / max(t['faster'], 1e-9):.1f}x faster")
     log(f"mAP@0.5 (VOC07 11-point): {result['map']:.3f}")
     return result
-
-
-def demo_settings(device='cpu'):
-    return dataclasses.asdict(TrainConfig(**(GPU_DEMO if device == 'cuda' else CPU_DEMO)))

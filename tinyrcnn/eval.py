@@ -16,13 +16,11 @@ A class with no non-difficult ground truth has no recall, so its AP is NaN (the 
 by zero there) and `map` is the mean over the classes that have ground truth.
 """
 import math
-import os
 
 import numpy as np
 
 from .backend import is_cupy_array
 from .boxes import box_iou
-from .utils import atomic_write
 
 
 def _numpy(a):
@@ -165,23 +163,3 @@ def format_ap_table(result):
     lines += ['-' * (width + 8),
               f'{"mAP":<{width}}  {result["map"]:.4f}  ({metric}, IoU > {result.get("iou_threshold", 0.5)})']
     return '\n'.join(lines)
-
-
-def plot_pr_curves(result, path):
-    """Save the precision/recall curve of every class with ground truth to `path` (PNG, PDF...).
-
-    Uses a bare matplotlib Figure (Agg canvas), so no display and no global backend switch."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    for name, ap in result['ap'].items():
-        if not math.isnan(ap):
-            ax.plot(result['recall'][name], result['precision'][name], label=f'{name} ({ap:.3f})')
-    ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02),
-           title=f'precision/recall, mAP {result["map"]:.3f}')
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize='small', loc='lower left')
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip('.').lower() or 'png'
-    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100, bbox_inches='tight'))
-    return path

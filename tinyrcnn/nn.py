@@ -10,7 +10,7 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .tensor import Tensor
-from .utils import rng
+from .seed import rng
 
 
 class Parameter(Tensor):
@@ -85,10 +85,9 @@ class Module:
         """Copy arrays into the parameters, keeping each parameter's device and dtype.
 
         With strict=True, missing keys, unexpected keys and shape mismatches are all listed
-        in one ValueError (`weights.check_state_dict`). With strict=False only shape mismatches
-        of the keys both sides have are errors.
+        in one ValueError (`check_state_dict`). With strict=False only shape mismatches of the
+        keys both sides have are errors.
         """
-        from .weights import check_state_dict
         params = OrderedDict(self.named_parameters())
         expected = {k: p.shape for k, p in params.items() if strict or k in state_dict}
         given = state_dict if strict else {k: v for k, v in state_dict.items() if k in params}
@@ -113,6 +112,29 @@ class Module:
 
     def extra_repr(self):
         return ''
+
+
+def check_state_dict(expected, given):
+    """Check `given` (name -> array) against `expected` (name -> shape) before loading it.
+
+    Raises ValueError listing every missing key, unexpected key and shape mismatch, one per
+    line, so that one run shows all that is wrong; returns None when everything fits.
+    """
+    def shape(v):
+        return tuple(getattr(v, 'shape', None) or np.shape(v))
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [k for k in expected if k in given and tuple(expected[k]) != shape(given[k])]
+    if not (missing or unexpected or wrong):
+        return None
+    lines = [f'state dict does not fit the model: {len(missing)} missing, '
+             f'{len(unexpected)} unexpected, {len(wrong)} with the wrong shape']
+    lines += [f'  missing: {k} {tuple(expected[k])}' for k in missing]
+    lines += [f'  unexpected: {k} {shape(given[k])}' for k in unexpected]
+    lines += [f'  wrong shape: {k}: expected {tuple(expected[k])}, given {shape(given[k])}'
+              for k in wrong]
+    raise ValueError('\n'.join(lines))
 
 
 def _uniform(shape, bound):

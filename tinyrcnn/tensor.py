@@ -7,6 +7,7 @@ none). `Function.apply` wires the result into the graph; `Tensor.backward` sorts
 topologically and runs one loop over it (the idea of micrograd and early tinygrad).
 """
 import contextlib
+
 import numpy as np
 
 from . import backend
@@ -23,10 +24,6 @@ def no_grad():
         yield
     finally:
         _grad_enabled = previous
-
-
-def is_grad_enabled():
-    return _grad_enabled
 
 
 class Function:
@@ -63,11 +60,11 @@ def _as_array(data, dtype=None):
     """The array behind `data`: arrays keep their dtype, Python lists and numbers become float32."""
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, (np.ndarray, np.generic)) or backend.is_cupy_array(data):
-        arr = data if isinstance(data, np.ndarray) or backend.is_cupy_array(data) else np.asarray(data)
-    else:
-        arr = np.asarray(data, dtype=np.float32)
-    return arr if dtype is None else arr.astype(dtype, copy=False)
+    if isinstance(data, np.generic):
+        data = np.asarray(data)
+    if not (isinstance(data, np.ndarray) or backend.is_cupy_array(data)):
+        data = np.asarray(data, dtype=np.float32)
+    return data if dtype is None else data.astype(dtype, copy=False)
 
 
 class Tensor:
@@ -83,32 +80,13 @@ class Tensor:
         self.data = _as_array(data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._ctx = None
+        self._ctx = None          # the Function that made this tensor (None for a leaf)
 
-    # ----- properties -------------------------------------------------------------------------
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
-    def size(self):
-        return self.data.size
-
-    @property
-    def device(self):
-        return backend.device_of(self.data)
-
-    @property
-    def is_leaf(self):
-        return self._ctx is None
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: backend.device_of(self.data))
 
     def __len__(self):
         return len(self.data)
@@ -137,9 +115,6 @@ class Tensor:
     # ----- autograd ---------------------------------------------------------------------------
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
-        backward_into(self, grad, None)
-
-    def _backward(self, grad, sink):
         if not self.requires_grad:
             raise RuntimeError('backward() on a tensor that does not require grad')
         xp = backend.get_array_module(self.data)
@@ -151,7 +126,8 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f'gradient shape {grad.shape} does not match tensor shape {self.shape}')
 
-        # Topological order by an iterative depth-first walk (deep graphs need no recursion).
+        # 1. Topological order by an iterative depth-first walk (deep graphs need no recursion):
+        #    a node is appended after every node it depends on.
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, expanded = stack.pop()
@@ -167,16 +143,15 @@ class Tensor:
                     if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in seen:
                         stack.append((parent, False))
 
+        # 2. One loop from the output back: by the time a node is reached, every path to it has
+        #    added its share to grads[node]; its Function turns that into its inputs' shares.
         grads = {id(self): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._ctx is None:
-                if sink is not None:
-                    sink[id(node)] = (node, g)
-                else:
-                    node.grad = g.copy() if node.grad is None else node.grad + g
+            if node._ctx is None:                          # a leaf: keep the gradient
+                node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
             input_grads = node._ctx.backward(g)
             if not isinstance(input_grads, tuple):
@@ -190,9 +165,6 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
-    def zero_grad(self):
-        self.grad = None
-
     # ----- operators --------------------------------------------------------------------------
     def _lift(self, other):
         if isinstance(other, Tensor):
@@ -202,8 +174,8 @@ class Tensor:
 
     def __add__(self, other): return Add.apply(self, self._lift(other))
     def __radd__(self, other): return Add.apply(self._lift(other), self)
-    def __sub__(self, other): return Sub.apply(self, self._lift(other))
-    def __rsub__(self, other): return Sub.apply(self._lift(other), self)
+    def __sub__(self, other): return self + -self._lift(other)         # a - b is a + (-b),
+    def __rsub__(self, other): return self._lift(other) + -self        # exactly, in IEEE floats
     def __mul__(self, other): return Mul.apply(self, self._lift(other))
     def __rmul__(self, other): return Mul.apply(self._lift(other), self)
     def __truediv__(self, other): return Div.apply(self, self._lift(other))
@@ -212,9 +184,13 @@ class Tensor:
     def __rmatmul__(self, other): return MatMul.apply(self._lift(other), self)
     def __neg__(self): return Neg.apply(self)
     def __pow__(self, p): return Pow.apply(self, p=p)
+    def exp(self): return Exp.apply(self)
+    def log(self): return Log.apply(self)
 
     def __getitem__(self, index):
-        return GetItem.apply(self, index=_unwrap_index(index))
+        unwrap = lambda i: i.data if isinstance(i, Tensor) else i  # noqa: E731
+        index = tuple(map(unwrap, index)) if isinstance(index, tuple) else unwrap(index)
+        return GetItem.apply(self, index=index)
 
     def sum(self, axis=None, keepdims=False):
         return Sum.apply(self, axis=axis, keepdims=keepdims)
@@ -233,21 +209,6 @@ class Tensor:
             axes = tuple(axes[0])
         return Transpose.apply(self, axes=axes or None)
 
-    @property
-    def T(self):
-        return self.transpose()
-
-    def exp(self): return Exp.apply(self)
-    def log(self): return Log.apply(self)
-
-
-def _unwrap_index(index):
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
-
 
 def unbroadcast(g, shape):
     """Sum a broadcast gradient `g` back down to `shape`."""
@@ -262,7 +223,7 @@ def unbroadcast(g, shape):
     return g
 
 
-# ----- elementwise and reduction primitives ----------------------------------------------------
+# ----- element-wise, reduction and shape primitives ---------------------------------------------
 class Add(Function):
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
@@ -270,15 +231,6 @@ class Add(Function):
 
     def backward(self, gy):
         return unbroadcast(gy, self.shapes[0]), unbroadcast(gy, self.shapes[1])
-
-
-class Sub(Function):
-    def forward(self, a, b):
-        self.shapes = a.shape, b.shape
-        return a - b
-
-    def backward(self, gy):
-        return unbroadcast(gy, self.shapes[0]), unbroadcast(-gy, self.shapes[1])
 
 
 class Mul(Function):
@@ -378,15 +330,7 @@ class Transpose(Function):
         return a.transpose(axes)
 
     def backward(self, gy):
-        if self.axes is None:
-            return (gy.transpose(),)
-        return (gy.transpose(np.argsort(self.axes)),)
-
-
-def _is_basic_index(index):
-    """Basic (slice/int) indexing never selects an element twice, so backward can assign."""
-    items = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+        return (gy.transpose() if self.axes is None else gy.transpose(np.argsort(self.axes)),)
 
 
 class GetItem(Function):
@@ -397,35 +341,9 @@ class GetItem(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=self.dtype)
-        if _is_basic_index(self.index):
-            gx[self.index] = gy
+        items = self.index if isinstance(self.index, tuple) else (self.index,)
+        if all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items):
+            gx[self.index] = gy              # basic indexing never selects an element twice
         else:
             backend.scatter_add(xp, gx, self.index, gy)
         return (gx,)
-
-
-class Concat(Function):
-    def forward(self, *arrays, axis=0):
-        self.axis = axis
-        self.sizes = [a.shape[axis] for a in arrays]
-        return backend.get_array_module(*arrays).concatenate(arrays, axis=axis)
-
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        splits = np.cumsum(self.sizes)[:-1]
-        return tuple(xp.split(gy, splits, axis=self.axis))
-
-
-def concat(tensors, axis=0):
-    """Concatenate tensors along `axis` (differentiable)."""
-    if len(tensors) == 0:
-        raise ValueError('concat needs at least one tensor')
-    return Concat.apply(*[t if isinstance(t, Tensor) else Tensor(t) for t in tensors], axis=axis)
-
-
-def backward_into(tensor, grad=None, sink=None):
-    """`tensor.backward(grad)`, except that with a dict `sink` the leaves' gradients are not
-    accumulated into `leaf.grad` but stored as sink[id(leaf)] = (leaf, gradient). Graphs that
-    share parameters can then run backward in parallel threads and have their gradients summed
-    in a fixed order afterwards (`train.Trainer` with `threads`), bit-for-bit reproducibly."""
-    tensor._backward(grad, sink)

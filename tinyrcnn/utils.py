@@ -1,4 +1,4 @@
-"""Small helpers shared by the whole package: a progress bar, atomic file writes, seeding."""
+"""Small helpers shared by the package: a progress bar and atomic file writes."""
 import os
 import sys
 import time
@@ -68,23 +68,3 @@ def atomic_write(path, write_fn, mode='wb'):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-
-
-_rng = [None]
-
-
-def manual_seed(seed):
-    """Seed tinyrcnn's random numbers (parameter init, dropout, sampling), and CuPy's if in use."""
-    import numpy as np
-    from . import backend
-    _rng[0] = np.random.default_rng(seed)
-    if backend._cupy() is not None and backend.cuda_available():
-        backend._cupy().random.seed(seed)
-
-
-def rng():
-    """The package's NumPy random Generator (seeded by manual_seed; seed 0 until then)."""
-    import numpy as np
-    if _rng[0] is None:
-        _rng[0] = np.random.default_rng(0)
-    return _rng[0]

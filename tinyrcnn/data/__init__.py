@@ -1,8 +1,9 @@
-"""Data: PASCAL VOC reading, the synthetic shapes set, and the Fast R-CNN input transforms."""
-from .voc import VOC_CLASSES, VOCDetection, parse_voc_xml, read_image
+"""Data: images, PASCAL VOC reading, the synthetic shapes set, and the Fast R-CNN input transforms."""
+from .image import check_image, read_image
 from .shapes import SHAPES_CLASSES, make_shapes_voc
-from .transforms import PREPROCESS, preprocess, deprocess, rescale, hflip, image_pyramid, im_list_to_blob
+from .transforms import PREPROCESS, deprocess, hflip, im_list_to_blob, image_pyramid, preprocess, rescale
+from .voc import VOC_CLASSES, VOCDetection, parse_voc_xml
 
-__all__ = ['VOC_CLASSES', 'VOCDetection', 'parse_voc_xml', 'read_image', 'SHAPES_CLASSES',
-           'make_shapes_voc', 'PREPROCESS', 'preprocess', 'deprocess', 'rescale', 'hflip',
-           'image_pyramid', 'im_list_to_blob']
+__all__ = ['check_image', 'read_image', 'VOC_CLASSES', 'VOCDetection', 'parse_voc_xml',
+           'SHAPES_CLASSES', 'make_shapes_voc', 'PREPROCESS', 'preprocess', 'deprocess', 'rescale',
+           'hflip', 'image_pyramid', 'im_list_to_blob']

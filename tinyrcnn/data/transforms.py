@@ -10,6 +10,8 @@ is [0, 0, W-1, H-1]), as in `VOCDetection`.
 """
 import numpy as np
 
+from .image import check_image
+
 # How the pixels must look for a trunk, by where its weights come from. The pipeline never
 # hard-codes these numbers; it looks them up by `source`.
 #   order: channel order of the output; scale: multiply the 0..255 pixel by this first;
@@ -32,17 +34,10 @@ def _settings(source):
     return p, channels, np.array(p['mean'], np.float32), np.array(p['std'], np.float32)
 
 
-def _check_image(image, name='image'):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'{name} must be (H, W, 3) RGB, got shape {image.shape}')
-    return image
-
-
 def preprocess(image, source='torchvision'):
     """(H, W, 3) RGB pixels in 0..255 (uint8 or float) -> float32 (3, H, W) network input."""
     p, channels, mean, std = _settings(source)
-    x = _check_image(image).astype(np.float32)[:, :, channels]  # (H, W, 3) in the trunk's order
+    x = check_image(image, uint8=False, min_side=0).astype(np.float32)[:, :, channels]  # (H, W, 3) in the trunk's order
     x = (x * np.float32(p['scale']) - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
 
@@ -99,10 +94,8 @@ def rescale(image, boxes=None, scale=600, max_size=1000):
 
     Returns (image (H', W', 3), boxes (G, 4) float32 or None, factor).
     """
-    image = _check_image(image)
+    image = check_image(image, uint8=False)
     H, W = image.shape[:2]
-    if H == 0 or W == 0:
-        raise ValueError(f'image must not be empty, got shape {image.shape}')
     if scale <= 0 or max_size <= 0:
         raise ValueError(f'scale and max_size must be positive, got {scale}, {max_size}')
     factor = min(scale / min(H, W), max_size / max(H, W))
@@ -126,7 +119,7 @@ def hflip(image, boxes=None):
     The training-time augmentation of Sec. 3 ("horizontally flipped with probability 0.5").
     Boxes touching either edge stay inside [0, W-1]. Returns (image, boxes float32 or None).
     """
-    image = _check_image(image)
+    image = check_image(image, uint8=False, min_side=0)
     W = image.shape[1]
     flipped = np.ascontiguousarray(image[:, ::-1])
     if boxes is not None:

@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from .image import read_image
+
 VOC_CLASSES = (
     'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
     'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
@@ -21,22 +23,6 @@ VOC_CLASSES = (
 )
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
-
-
-def read_image(path):
-    """Decode a JPEG/PNG into (H, W, 3) uint8 RGB; grayscale, palette, RGBA and CMYK are converted."""
-    import imageio.v3 as iio  # pulled in by scikit-image; imported here to keep `import tinyrcnn` light
-    try:
-        image = iio.imread(path, mode='RGB')
-    except FileNotFoundError:
-        raise FileNotFoundError(f'{path}: image file not found') from None
-    except Exception as e:
-        raise ValueError(f'{path}: cannot decode image ({e})') from None
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'{path}: expected an (H, W, 3) RGB image, got shape {image.shape}')
-    if image.dtype != np.uint8:  # 16-bit PNGs
-        image = (image.astype(np.float64) * 255.0 / np.iinfo(image.dtype).max).round().astype(np.uint8)
-    return np.ascontiguousarray(image)
 
 
 def _flag(obj, tag):

@@ -4,18 +4,13 @@ The image is unfolded so that every receptive field becomes a column; the convol
 w (K, C*kh*kw) @ cols (C*kh*kw, Ho*Wo), and the result is already NCHW. Backward is two more
 products and the adjoint of the unfolding (col2im). On the CPU the unfolding is a strided view
 copied by NumPy; on the GPU it is the kernels in `kernels/im2col.cu`, and the products go
-through cuBLAS.
-
-On the CPU, the big 3x3 stride-1 layers (VGG16's conv2_2 to conv4_3) take Winograd's F(2x2, 3x3)
-instead (`winograd.py`: 2.25x fewer multiplications, same results to rounding), where it
-measured faster; `winograd.use_winograd` says which.
+through cuBLAS. `tinyrcnn.speed` has a faster CPU version (`speed/conv.py`: the copies on two
+threads, Winograd for big 3x3 layers), registered as the hook 'conv2d'.
 """
 import numpy as np
 
 from .. import backend
-from ..parallel import split_work
 from ..tensor import Function
-from . import winograd
 
 # Keep the unfolded input for backward when it is at most this many bytes; above it (large
 # images, batches) backward unfolds again rather than hold gigabytes.
@@ -26,73 +21,63 @@ def conv_output_size(size, k, stride, padding):
     return (size + 2 * padding - k) // stride + 1
 
 
-def _im2col_cpu(x, kh, kw, stride, padding, Ho, Wo):
+def windows(x, kh, kw, stride, padding):
+    """A read-only view (N, C, kh, kw, Ho, Wo) of the NumPy x (N, C, H, W), zero-padded:
+    [n, c, i, j, y, x] is x[n, c, y*stride + i - padding, x*stride + j - padding]. No copy."""
     N, C, H, W = x.shape
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     sN, sC, sH, sW = x.strides
-    view = np.lib.stride_tricks.as_strided(
+    return np.lib.stride_tricks.as_strided(
         x, shape=(N, C, kh, kw, Ho, Wo), strides=(sN, sC, sH, sW, sH * stride, sW * stride),
         writeable=False)
-    cols = np.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
-
-    def copy(lo, hi):                               # channels lo:hi
-        cols[:, lo:hi] = view[:, lo:hi]
-    split_work(C, cols.size, copy)                  # two threads for the big early layers
-    return cols.reshape(N, C * kh * kw, Ho * Wo)
-
-
-def _col2im_cpu(cols, shape, kh, kw, stride, padding, Ho, Wo):
-    N, C, H, W = shape
-    gx = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
-    cols = cols.reshape(N, C, kh, kw, Ho, Wo)
-
-    def fold(lo, hi):                               # channels lo:hi
-        for i in range(kh):  # each kernel tap adds its column block back where it came from
-            for j in range(kw):
-                rows, columns = slice(i, i + stride * Ho, stride), slice(j, j + stride * Wo, stride)
-                gx[:, lo:hi, rows, columns] += cols[:, lo:hi, i, j]
-    split_work(C, cols.size, fold)
-    return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
-
-
-def _im2col_gpu(x, kh, kw, stride, padding, Ho, Wo):
-    xp = backend.get_array_module(x)
-    N, C, H, W = x.shape
-    cols = xp.empty((N, C * kh * kw, Ho * Wo), dtype=x.dtype)
-    k = backend.kernel('im2col.cu', 'im2col', x.dtype)
-    backend.launch(k, cols.size, (xp.ascontiguousarray(x), cols, N, C, H, W, kh, kw, stride,
-                                  padding, Ho, Wo), x.dtype)
-    return cols
-
-
-def _col2im_gpu(cols, shape, kh, kw, stride, padding, Ho, Wo):
-    xp = backend.get_array_module(cols)
-    N, C, H, W = shape
-    gx = xp.empty(shape, dtype=cols.dtype)
-    k = backend.kernel('im2col.cu', 'col2im', cols.dtype)
-    backend.launch(k, gx.size, (xp.ascontiguousarray(cols), gx, N, C, H, W, kh, kw, stride,
-                                padding, Ho, Wo), cols.dtype)
-    return gx
 
 
 def im2col(x, kh, kw, stride, padding):
-    """Unfold x (N, C, H, W) into (N, C*kh*kw, Ho*Wo)."""
-    Ho = conv_output_size(x.shape[2], kh, stride, padding)
-    Wo = conv_output_size(x.shape[3], kw, stride, padding)
-    fn = _im2col_cpu if backend.get_array_module(x) is np else _im2col_gpu
-    return fn(x, kh, kw, stride, padding, Ho, Wo)
+    """Unfold x (N, C, H, W) into cols (N, C*kh*kw, Ho*Wo): row (c, i, j) of column (y, x)
+    is x[c, y*stride + i - padding, x*stride + j - padding] (0 outside the image)."""
+    N, C, H, W = x.shape
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    xp = backend.get_array_module(x)
+    if xp is not np:
+        cols = xp.empty((N, C * kh * kw, Ho * Wo), dtype=x.dtype)
+        k = backend.kernel('im2col.cu', 'im2col', x.dtype)
+        backend.launch(k, cols.size, (xp.ascontiguousarray(x), cols, N, C, H, W, kh, kw, stride,
+                                      padding, Ho, Wo), x.dtype)
+        return cols
+    return windows(x, kh, kw, stride, padding).copy().reshape(N, C * kh * kw, Ho * Wo)
 
 
 def col2im(cols, shape, kh, kw, stride, padding):
-    """The adjoint of im2col: sum columns back into an (N, C, H, W) array."""
-    Ho = conv_output_size(shape[2], kh, stride, padding)
-    Wo = conv_output_size(shape[3], kw, stride, padding)
-    fn = _col2im_cpu if backend.get_array_module(cols) is np else _col2im_gpu
-    return fn(cols, shape, kh, kw, stride, padding, Ho, Wo)
+    """The adjoint of im2col: add every column entry back onto the pixel it was read from,
+    giving (N, C, H, W); pixels read by several windows sum their entries."""
+    N, C, H, W = shape
+    Ho, Wo = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    xp = backend.get_array_module(cols)
+    if xp is not np:
+        gx = xp.empty(shape, dtype=cols.dtype)
+        k = backend.kernel('im2col.cu', 'col2im', cols.dtype)
+        backend.launch(k, gx.size, (xp.ascontiguousarray(cols), gx, N, C, H, W, kh, kw, stride,
+                                    padding, Ho, Wo), cols.dtype)
+        return gx
+    gx = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
+    cols = cols.reshape(N, C, kh, kw, Ho, Wo)
+    for i in range(kh):      # each kernel tap adds its block of columns back where it came from
+        for j in range(kw):
+            rows, columns = slice(i, i + stride * Ho, stride), slice(j, j + stride * Wo, stride)
+            gx[:, :, rows, columns] += cols[:, :, i, j]
+    return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
 
 
 class Conv2d(Function):
+    """y[n] = w (K, C*kh*kw) @ im2col(x)[n] + b; backward: gw = sum_n gy[n] @ cols[n]^T,
+    gx = col2im(w^T @ gy[n]), gb = sum of gy. `im2col`, `col2im` and `input_grad` are methods
+    so that the CPU speed path (`tinyrcnn.speed`) can replace them one by one."""
+
+    im2col = staticmethod(im2col)
+    col2im = staticmethod(col2im)
+
     def forward(self, x, w, b=None, stride=1, padding=0):
         N, C, H, W = x.shape
         K, _, kh, kw = w.shape
@@ -101,14 +86,7 @@ class Conv2d(Function):
         self.x_shape, self.w, self.has_b = x.shape, w, b is not None
         self.stride, self.padding = stride, padding
         xp = backend.get_array_module(x)
-        self.winograd = (xp is np and w.dtype == x.dtype
-                         and winograd.use_winograd(x.shape, w.shape, stride, x.dtype))
-        if self.winograd:                                     # 3x3, stride 1, big layers (CPU)
-            y, self.saved = winograd.forward(x, w, b, padding)
-            if self.saved[1].nbytes > KEEP_COLS_BYTES:        # recomputed from x in backward
-                self.saved, self.x = None, x
-            return y
-        cols = im2col(x, kh, kw, stride, padding)            # (N, C*kh*kw, Ho*Wo)
+        cols = self.im2col(x, kh, kw, stride, padding)       # (N, C*kh*kw, Ho*Wo)
         w2 = w.reshape(K, -1)                                 # (K, C*kh*kw)
         y = xp.empty((N, K, Ho * Wo), dtype=x.dtype)
         for n in range(N):                                    # one GEMM per image
@@ -122,18 +100,14 @@ class Conv2d(Function):
         return y.reshape(N, K, Ho, Wo)
 
     def backward(self, gy):
-        w, (K, C, kh, kw) = self.w, self.w.shape
-        if self.winograd:                                     # tiles recomputed if not kept
-            saved = self.saved or winograd.transforms(self.x, w, self.padding)
-            need = self.needs_input_grad
-            return winograd.backward(gy, saved, need[0], need[1], self.has_b and need[2])
+        w, (K, _, kh, kw) = self.w, self.w.shape
         N = gy.shape[0]
         xp = backend.get_array_module(gy)
         gy = xp.ascontiguousarray(gy).reshape(N, K, -1)     # (N, K, Ho*Wo)
         gw = None
         if self.needs_input_grad[1]:                         # not for frozen layers (conv1, conv2)
-            cols = self.cols if self.cols is not None else im2col(self.x, kh, kw, self.stride,
-                                                                   self.padding)
+            cols = self.cols if self.cols is not None else self.im2col(self.x, kh, kw, self.stride,
+                                                                        self.padding)
             gw = xp.matmul(gy[0], cols[0].T)                 # (K, C*kh*kw), row-major like w
             for n in range(1, N):
                 gw += xp.matmul(gy[n], cols[n].T)
@@ -143,29 +117,15 @@ class Conv2d(Function):
         return gx, gw, gb
 
     def input_grad(self, gy):
-        """dL/dx from gy (N, K, Ho*Wo). In general w^T @ gy, then col2im. On the CPU, for stride
-        1 it is cheaper as a convolution of gy, padded by k-1-p, with the flipped and transposed
-        kernel (the "full" convolution): one im2col copy and one product, no scattered adds.
-        It unfolds gy (K channels) instead of folding C: used where K <= C and the map is large
-        (VGG16 at 224: conv1_2, conv2_1, conv3_1 gain 20-55%; on 28x28 maps it loses)."""
+        """dL/dx from gy (N, K, Ho*Wo): w^T @ gy[n] per image, then col2im."""
         w, (K, C, kh, kw) = self.w, self.w.shape
         N, _, H, W = self.x_shape
         xp = backend.get_array_module(gy)
-        Ho = conv_output_size(H, kh, self.stride, self.padding)
-        Wo = conv_output_size(W, kw, self.stride, self.padding)
-        if (xp is np and self.stride == 1 and kh == kw and self.padding <= kh - 1
-                and K <= C and Ho * Wo >= 2500):              # measured: wins on large maps only
-            wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
-            gcols = im2col(gy.reshape(N, K, Ho, Wo), kh, kw, 1, kh - 1 - self.padding)
-            gx = np.empty((N, C, H * W), dtype=gy.dtype)
-            for n in range(N):
-                np.matmul(wt, gcols[n], out=gx[n])            # (C, H*W)
-            return gx.reshape(self.x_shape)
         w2 = w.reshape(K, -1)
-        gcols = xp.empty((N, C * kh * kw, Ho * Wo), dtype=gy.dtype)
+        gcols = xp.empty((N, C * kh * kw, gy.shape[2]), dtype=gy.dtype)
         for n in range(N):
             xp.matmul(w2.T, gy[n], out=gcols[n])              # (C*kh*kw, Ho*Wo)
-        return col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
+        return self.col2im(gcols, self.x_shape, kh, kw, self.stride, self.padding)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
@@ -186,4 +146,5 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     if Ho < 1 or Wo < 1:
         raise ValueError(f'conv2d: input {tuple(x.shape[2:])} is smaller than the kernel '
                          f'{tuple(w.shape[2:])} with padding {padding}')
-    return Conv2d.apply(x, w, b, stride=int(stride), padding=int(padding))
+    op = backend.fast_cpu('conv2d', x) or Conv2d                # the CPU speed hook
+    return op.apply(x, w, b, stride=int(stride), padding=int(padding))

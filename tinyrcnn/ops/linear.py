@@ -6,13 +6,13 @@ from ..tensor import Function
 class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w, self.has_b = x, w, b is not None
-        y = backend.matmul(x, w.T)                    # (N, out)
+        y = x @ w.T                                   # (N, out)
         return y + b if b is not None else y
 
     def backward(self, gy):
-        gx = backend.matmul(gy, self.w)               # (N, in)
+        gx = gy @ self.w                              # (N, in)
         # gw directly in w's row-major layout: it is accumulated into w.grad and read by the
-        # optimiser, and a transposed result would cost a slow strided copy there (fc6: 18 ms).
+        # optimiser, and a transposed result would cost a strided copy there.
         gw = gy.T @ self.x                            # (out, in)
         gb = gy.sum(axis=0) if self.has_b else None
         return gx, gw, gb
@@ -28,4 +28,5 @@ def linear(x, w, b=None):
                          f'expected ({w.shape[0]}, {x.shape[1]})')
     if b is not None and tuple(b.shape) != (w.shape[0],):
         raise ValueError(f'linear expects b of shape ({w.shape[0]},), got {tuple(b.shape)}')
-    return Linear.apply(x, w, b)
+    op = backend.fast_cpu('linear', x) or Linear              # the CPU speed hook
+    return op.apply(x, w, b)

@@ -2,13 +2,12 @@
 
 The argmax is the flat index y*W + x of the winner inside its (H, W) plane, the same
 bookkeeping as RoI pooling (Fast R-CNN, Sec. 2.3). CPU: a strided window view and NumPy's
-argmax (the first maximum wins), with a faster path for VGG's 2x2/stride-2 windows that keeps
-only which of the four pixels won. GPU: `kernels/max_pool.cu`.
+argmax (the first maximum wins). GPU: `kernels/max_pool.cu`. `tinyrcnn.speed` registers a
+faster CPU path for VGG's 2x2/stride-2 windows (hook 'max_pool2d', same numbers).
 """
 import numpy as np
 
 from .. import backend
-from ..parallel import split_work
 from ..tensor import Function
 
 
@@ -25,48 +24,6 @@ def _forward_cpu(x, k, stride, Ho, Wo):
     ox = np.arange(Wo).reshape(1, Wo) * stride
     argmax = (oy + i) * W + (ox + j)                        # flat index in the (H, W) plane
     return y, argmax
-
-
-def _quarters(x, Ho, Wo):
-    """The four pixels of every 2x2 window, as four strided (N, C, Ho, Wo) views, in row-major
-    window order."""
-    v = x[:, :, :2 * Ho, :2 * Wo]
-    return v[:, :, 0::2, 0::2], v[:, :, 0::2, 1::2], v[:, :, 1::2, 0::2], v[:, :, 1::2, 1::2]
-
-
-def _forward_cpu_2x2(x, Ho, Wo):
-    """2x2 windows, stride 2: y and `winner` (N, C, Ho, Wo) int8 in 0..3, the first of the four
-    pixels equal to the maximum; None when a NaN makes the comparisons useless (the general
-    path then handles it). Three element-wise maxima instead of a reduction over a copied
-    window array: ~3x faster than `_forward_cpu` on VGG's maps."""
-    N, C = x.shape[:2]
-    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
-    winner = np.empty((N, C, Ho, Wo), dtype=np.int8)
-    nan = []
-
-    def part(lo, hi):                                   # channels lo:hi
-        a, b, c, d = _quarters(x[:, lo:hi], Ho, Wo)
-        m = y[:, lo:hi]
-        np.maximum(a, b, out=m)
-        np.maximum(m, c, out=m)
-        np.maximum(m, d, out=m)
-        w = winner[:, lo:hi]
-        w[...] = np.where(c == m, np.int8(2), np.int8(3))
-        w[b == m] = 1
-        w[a == m] = 0                    # written last: the first maximum wins, as argmax
-        nan.append(bool(np.isnan(m).any()))
-    split_work(C, x.size, part)
-    return None if any(nan) else (y, winner)
-
-
-def _backward_cpu_2x2(gy, winner, shape):
-    gx = np.zeros(shape, dtype=gy.dtype)
-
-    def part(lo, hi):                                   # channels lo:hi
-        for q, view in enumerate(_quarters(gx[:, lo:hi], gy.shape[2], gy.shape[3])):
-            np.multiply(gy[:, lo:hi], winner[:, lo:hi] == q, out=view)
-    split_work(shape[1], gx.size, part)
-    return gx
 
 
 def _backward_cpu(gy, argmax, shape, overlapping):
@@ -108,19 +65,11 @@ class MaxPool2d(Function):
         Wo = (x.shape[3] - kernel_size) // stride + 1
         self.gpu = backend.get_array_module(x) is not np
         self.shape, self.overlapping = x.shape, stride < kernel_size
-        self.winner = None
-        if not self.gpu and kernel_size == 2 and stride == 2:
-            fast = _forward_cpu_2x2(x, Ho, Wo)
-            if fast is not None:
-                y, self.winner = fast
-                return y
         fwd = _forward_gpu if self.gpu else _forward_cpu
         y, self.argmax = fwd(x, kernel_size, stride, Ho, Wo)
         return y
 
     def backward(self, gy):
-        if self.winner is not None:
-            return (_backward_cpu_2x2(gy, self.winner, self.shape),)
         bwd = _backward_gpu if self.gpu else _backward_cpu
         return (bwd(gy, self.argmax, self.shape, self.overlapping),)
 
@@ -135,4 +84,5 @@ def max_pool2d(x, kernel_size, stride=None):
         raise ValueError(f'max_pool2d expects kernel_size and stride >= 1, got {k}, {s}')
     if x.shape[2] < k or x.shape[3] < k:
         raise ValueError(f'max_pool2d: input {tuple(x.shape[2:])} is smaller than the window {k}')
-    return MaxPool2d.apply(x, kernel_size=k, stride=s)
+    op = backend.fast_cpu('max_pool2d', x) or MaxPool2d          # the CPU speed hook
+    return op.apply(x, kernel_size=k, stride=s)

@@ -19,16 +19,18 @@ Where a non-empty bin's values are all below -FLT_MAX (or -inf), torchvision out
 with argmax -1; here the bin's first pixel wins (so its gradient is kept), and a NaN wins like
 in np.max. For every other input the two agree exactly.
 
-This file holds the whole op: the NumPy path (`bin_edges` is the spec of the bins; the pooling
-is vectorised over channels and bins, one step per RoI, and is the CPU training path), the
-dispatch to the CUDA kernels in `kernels/roi_pool.cu` (the same rules, one thread per output),
-the `RoIPool` Function, the SPPnet-style pyramid `roi_spp`, and a benchmark. The tests hold a
-plain-loop version of the rules above and check both paths against it bit for bit.
+This file holds the whole op: the NumPy path, which is the spec (`bin_edges` computes the
+bins; `_forward_numpy` loops over RoIs and bins and takes each bin's max over all channels at
+once, as each thread of the kernel does for one channel), the dispatch to the CUDA kernels in
+`kernels/roi_pool.cu` (the same rules, one thread per output), the `RoIPool` Function and the
+SPPnet-style pyramid `roi_spp`. `tinyrcnn.speed` registers a vectorised CPU forward (hook
+'roi_pool') that the tests check against this one bit for bit.
 """
 import numpy as np
 
 from .. import backend
-from ..tensor import Function, Tensor, concat
+from ..tensor import Function, Tensor
+from .concat import concat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,77 +66,43 @@ def bin_edges(rois, spatial_scale, output_size, H, W):
     return hstart, hend, wstart, wend
 
 
-def _order_keys(x):
-    """int64 keys of x, channels last (N, H, W, C), that order pixels the way the kernel's scan
-    picks its winner: by value, then the earlier pixel (smaller h * W + w) first.
-
-    key = rank(value) << 32 | (2**32 - 1 - (h * W + w)), where rank is any integer that orders
-    like the value (-0.0 ties with 0.0 and every NaN ranks above everything, as in the kernel).
-    The max of keys over a window is then its first maximum, so one np.max gives max and argmax
-    together, and windows may overlap or repeat pixels without changing the answer.
-    """
-    N, C, H, W = x.shape
-    if x.dtype == np.float32:  # the bits of a float32, sign-folded, order like its value
-        bits = np.where(np.isnan(x), np.float32(np.nan), x + np.float32(0)).view(np.int32)
-        rank = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    else:                      # float64 has no spare bits: rank by sorting (slower; for checks)
-        rank = np.unique(x, return_inverse=True)[1].reshape(x.shape)
-    first = 0xFFFFFFFF - np.arange(H * W, dtype=np.int64).reshape(H, W)
-    return ((rank.astype(np.int64) << 32) | first).transpose(0, 2, 3, 1).copy()
-
-
-def _window_indices(start, end, size):
-    """(B, k) indices of bins start:end, each padded to the longest bin, k, by repeating its last
-    index (harmless under max). Empty bins get some valid index; the caller masks them."""
-    k = max(int((end - start).max()), 1)
-    return np.clip(np.minimum(start[:, None] + np.arange(k), end[:, None] - 1), 0, size - 1)
-
-
 def _forward_numpy(x, rois, output_size, spatial_scale):
     """y (R, C, out_h, out_w) and argmax (R, C, out_h, out_w) int64 (h * W + w, -1 if empty).
 
-    One step per RoI, vectorised over channels and bins; the max over each bin is taken in two
-    passes, over its columns and then over its rows, on the keys of `_order_keys`, which carry
-    the argmax along (the first maximum in scan order h then w, as in the kernel)."""
+    One step per RoI and bin, all channels at once. np.argmax over the bin's pixels, flattened
+    in scan order (h, then w), returns the first maximum, and the first NaN if there is one:
+    exactly the winner of the kernel's scan."""
     N, C, H, W = x.shape
     out_h, out_w = output_size
-    R = len(rois)
     hstart, hend, wstart, wend = bin_edges(rois, spatial_scale, output_size, H, W)
-    empty = (hend <= hstart)[:, :, None] | (wend <= wstart)[:, None, :]     # (R, out_h, out_w)
-    batch = rois[:, 0].astype(np.int64)
-    keys = _order_keys(x)                                                   # (N, H, W, C)
-    x_flat = x.ravel()
-    plane = np.arange(C).reshape(C, 1, 1) * (H * W)                        # offset of (n=0, c)
-    y = np.empty((R, C, out_h, out_w), dtype=x.dtype)
-    argmax = np.empty((R, C, out_h, out_w), dtype=np.int64)
-    for r in range(R):
-        rows = _window_indices(hstart[r], hend[r], H)                      # (out_h, kh)
-        cols = _window_indices(wstart[r], wend[r], W)                      # (out_w, kw)
-        h0, h1 = rows.min(), rows.max() + 1
-        best = keys[batch[r], h0:h1][:, cols].max(axis=2)                  # (h1-h0, out_w, C)
-        best = best[rows - h0].max(axis=1)                                  # (out_h, out_w, C)
-        at = (0xFFFFFFFF - (best & 0xFFFFFFFF)).transpose(2, 0, 1)         # (C, out_h, out_w)
-        value = x_flat.take(batch[r] * (C * H * W) + plane + at)           # (C, out_h, out_w)
-        argmax[r] = np.where(empty[r], -1, at)
-        y[r] = np.where(empty[r], 0, value)
+    y = np.zeros((len(rois), C, out_h, out_w), dtype=x.dtype)
+    argmax = np.full((len(rois), C, out_h, out_w), -1, dtype=np.int64)
+    for r in range(len(rois)):
+        n = int(rois[r, 0])
+        for ph in range(out_h):
+            for pw in range(out_w):
+                h0, h1, w0, w1 = hstart[r, ph], hend[r, ph], wstart[r, pw], wend[r, pw]
+                if h1 <= h0 or w1 <= w0:
+                    continue                                  # empty bin: 0, argmax -1
+                window = x[n, :, h0:h1, w0:w1].reshape(C, -1)  # (C, pixels of the bin)
+                best = window.argmax(axis=1)                   # (C,) first maximum
+                y[r, :, ph, pw] = window[np.arange(C), best]
+                argmax[r, :, ph, pw] = (h0 + best // (w1 - w0)) * W + w0 + best % (w1 - w0)
     return y, argmax
 
 
-def _backward_numpy(gy, argmax, rois, shape, chunk=64):
-    """gx (N, C, H, W): gx[n, c].flat[argmax] += gy for every output; empty bins are skipped.
+def _backward_numpy(gy, argmax, rois, shape):
+    """gx (N, C, H, W): gx[n, c].flat[argmax] += gy for every output, empty bins skipped.
 
-    np.add.at adds in output order in the array's own float type, exactly like the kernel run
-    on the CPU (kernels/cpu.py), so the two agree bit for bit. Chunks of RoIs keep the index
-    arrays small; empty bins add into one spare slot past the end, which is dropped."""
+    np.add.at adds in output order in the array's own float type, exactly as the kernel does
+    when it runs on the CPU (kernels/cpu.py), so the two agree bit for bit."""
     N, C, H, W = shape
-    R = len(rois)
-    gx = np.zeros(N * C * H * W + 1, dtype=gy.dtype)
-    plane = (rois[:, 0].astype(np.int64)[:, None] * C + np.arange(C)) * (H * W)  # (R, C)
-    for r in range(0, R, chunk):
-        at = argmax[r:r + chunk]                                           # (chunk, C, out_h, out_w)
-        flat = np.where(at >= 0, plane[r:r + chunk, :, None, None] + at, N * C * H * W)
-        np.add.at(gx, flat.ravel(), gy[r:r + chunk].ravel())
-    return gx[:-1].reshape(shape)
+    gx = np.zeros(N * C * H * W, dtype=gy.dtype)
+    for r in range(len(rois)):
+        planes = (int(rois[r, 0]) * C + np.arange(C)).reshape(C, 1, 1) * (H * W)  # (C, 1, 1)
+        won = argmax[r] >= 0                                   # an empty bin sends nothing
+        np.add.at(gx, (planes + argmax[r])[won], gy[r][won])
+    return gx.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +181,12 @@ def _check(x, rois, output_size, spatial_scale):
 class RoIPool(Function):
     """RoI max pooling (Fast R-CNN, Sec. 2.1); forward saves the argmax that backward needs."""
 
+    forward_numpy = staticmethod(_forward_numpy)      # tinyrcnn.speed puts a faster one here
+
     def forward(self, x, rois, output_size=(7, 7), spatial_scale=1 / 16):
         rois, output_size = _check(x, rois, output_size, spatial_scale)
         self.on_gpu = backend.get_array_module(x) is not np
-        forward = _forward_cuda if self.on_gpu else _forward_numpy
+        forward = _forward_cuda if self.on_gpu else self.forward_numpy
         y, self.argmax = forward(x, rois, output_size, spatial_scale)
         self.rois, self.shape = rois, x.shape
         return y
@@ -235,8 +205,9 @@ def roi_pool(x, rois, output_size=(7, 7), spatial_scale=1 / 16):
         (converted to x's dtype).
     Returns a Tensor (R, C, out_h, out_w). Bad shapes or values raise ValueError.
     """
-    return RoIPool.apply(x if isinstance(x, Tensor) else Tensor(x), rois,
-                         output_size=output_size, spatial_scale=spatial_scale)
+    op = backend.fast_cpu('roi_pool', x) or RoIPool              # the CPU speed hook
+    return op.apply(x if isinstance(x, Tensor) else Tensor(x), rois,
+                    output_size=output_size, spatial_scale=spatial_scale)
 
 
 def roi_spp(x, rois, levels=(4, 2, 1), spatial_scale=1 / 16):
@@ -247,45 +218,3 @@ def roi_spp(x, rois, levels=(4, 2, 1), spatial_scale=1 / 16):
         raise ValueError('roi_spp needs at least one pyramid level')
     pooled = [roi_pool(x, rois, (L, L), spatial_scale) for L in levels]
     return concat([p.reshape(p.shape[0], -1) for p in pooled], axis=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Benchmark
-# ---------------------------------------------------------------------------------------------
-def random_rois(R, N, image_h, image_w, seed=0, min_size=16):
-    """R proposal-like RoIs (R, 5) float32 spread over N images of image_h x image_w pixels."""
-    rng = np.random.default_rng(seed)
-    w = rng.uniform(min_size, image_w, R)
-    h = rng.uniform(min_size, image_h, R)
-    x1 = rng.uniform(0, image_w - w)
-    y1 = rng.uniform(0, image_h - h)
-    batch = rng.integers(0, N, R)
-    return np.stack([batch, x1, y1, x1 + w - 1, y1 + h - 1], axis=1).astype(np.float32)
-
-
-def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 512, 38, 50)):
-    """Time RoI pooling forward and forward + backward (7x7, scale 1/16) on a VGG16-sized map.
-
-    Returns rows (name, seconds), the median of `repeats` runs after one warm-up."""
-    backend.check_device(device)
-    xp = backend.get_array_module(backend.to_device(np.zeros(1), device))
-    N, C, H, W = shape
-    x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    x = Tensor(backend.to_device(x_np, device), requires_grad=True)
-    from ..bench import timeit
-    rows = []
-    for R in roi_counts:
-        rois = backend.to_device(random_rois(R, N, H * 16, W * 16, seed=R), device)
-        gy = xp.ones((R, C, 7, 7), dtype=np.float32)
-
-        def forward():
-            return roi_pool(x, rois)
-
-        def forward_backward():
-            x.grad = None
-            roi_pool(x, rois).backward(gy)
-
-        for name, fn in ((f'roi_pool forward, {R} RoIs', forward),
-                         (f'roi_pool forward+backward, {R} RoIs', forward_backward)):
-            rows.append((f'{name} ({device})', timeit(fn, device, repeats)))
-    return rows

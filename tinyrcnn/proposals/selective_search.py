@@ -10,17 +10,13 @@ of several scales k, with several combinations of the similarity terms (colour, 
 Sec. 3.3, combining locations: rank the union of all hierarchies by (position in the hierarchy) x RND,
 keep the first copy of each box.
 
-`bench_selective_search()` times it on a 500x375 photograph.
+`compute_dataset_proposals` (cache.py) runs it over a data set and caches the boxes.
 """
 import heapq
-import functools
-import os
-import time
-import zipfile
 
 import numpy as np
 
-from ..utils import atomic_write, progress
+from ..data.image import check_image
 
 # scipy.ndimage and skimage are imported inside the functions that use them, to keep
 # `import tinyrcnn` light.
@@ -199,16 +195,6 @@ def group(size, boxes, colour, texture, pairs, measures, image_size):
     return B[:t]
 
 
-def _check_image(image):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f'selective_search expects an (H, W, 3) uint8 RGB image, '
-                         f'got shape {image.shape} and dtype {image.dtype}')
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f'selective_search expects an image of at least 2x2 pixels, got {image.shape}')
-    return image
-
-
 def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2):
     """Selective search object proposals (Uijlings et al., IJCV 2013).
 
@@ -225,7 +211,7 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
     if not isinstance(max_proposals, (int, np.integer)) or max_proposals < 1:
         raise ValueError(f'max_proposals must be a positive integer, got {max_proposals!r}')
     from skimage.segmentation import felzenszwalb
-    image = _check_image(image)
+    image = check_image(image, 'the image of selective_search', min_side=2)
     H, W = image.shape[:2]
     spaces, scales, measure_sets = MODES[mode]
     rng = np.random.default_rng(seed)
@@ -250,72 +236,3 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
     key = ((boxes[:, 0] * H + boxes[:, 1]) * W + boxes[:, 2]) * H + boxes[:, 3]
     _, first = np.unique(key, return_index=True)
     return boxes[np.sort(first)[:max_proposals]].astype(np.float32)
-
-
-def _write_npz(f, arrays):
-    """np.savez without its keyword names (an id called 'file' must not clash)."""
-    with zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for key, a in arrays.items():
-            with zf.open(key + '.npy', 'w', force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
-
-
-def _proposals_of(dataset, mode, max_proposals, i):
-    return selective_search(dataset[i]['image'], mode, max_proposals)
-
-
-def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=2000, workers=None):
-    """Selective search boxes for every image of `dataset`, cached in one .npz file.
-
-    dataset: has len() and ds[i] -> dict with 'image' (H, W, 3) uint8 and 'id' (an `ids` list is
-    used when present, so a complete cache is read without decoding any image). The cache holds
-    one (P, 4) float32 array per image id plus the mode and max_proposals it was made with;
-    boxes already cached with the same settings are reused, missing ones computed, and the file
-    rewritten atomically (other settings: everything is recomputed). `workers` processes
-    (default: one per CPU core) share the images. Returns a dict id -> (P, 4) float32 boxes,
-    in the dataset's order.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    ids = getattr(dataset, 'ids', None)
-    if ids is None or len(ids) != len(dataset):
-        ids = [dataset[i]['id'] for i in range(len(dataset))]
-    cached = {}
-    if os.path.exists(cache_path):
-        try:
-            with np.load(cache_path, allow_pickle=False) as z:
-                same = ('__mode__' in z.files and str(z['__mode__']) == mode
-                        and '__max_proposals__' in z.files and int(z['__max_proposals__']) == max_proposals)
-                if same:                 # keep every image, also those of other splits
-                    cached = {key: z[key] for key in z.files if not key.startswith('__')}
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); delete it to recompute') from e
-    missing = [i for i, image_id in enumerate(ids) if str(image_id) not in cached]
-    if missing:
-        workers = min(workers or os.cpu_count() or 1, len(missing))
-        job = functools.partial(_proposals_of, dataset, mode, max_proposals)
-        if workers > 1:   # one image per task; each result depends only on its image
-            import multiprocessing
-            with multiprocessing.get_context('fork').Pool(workers) as pool:
-                results = pool.imap(job, missing)
-                for i, boxes in zip(missing, progress(results, total=len(missing),
-                                                      desc=f'selective search ({mode})')):
-                    cached[str(ids[i])] = boxes
-        else:
-            for i in progress(missing, desc=f'selective search ({mode})'):
-                cached[str(ids[i])] = job(i)
-        arrays = {'__mode__': np.array(mode), '__max_proposals__': np.array(max_proposals), **cached}
-        atomic_write(cache_path, lambda f: _write_npz(f, arrays))
-    return {image_id: cached[str(image_id)] for image_id in ids}
-
-
-def bench_selective_search(mode='fast', repeats=3):
-    """Seconds per image of selective_search on skimage's coffee photograph resized to 500x375."""
-    from skimage import data
-    from skimage.transform import resize
-    image = (resize(data.coffee(), (375, 500), anti_aliasing=True) * 255).round().astype(np.uint8)
-    selective_search(image, mode)                             # warm-up (imports, caches)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        selective_search(image, mode)
-    return (time.perf_counter() - start) / repeats

@@ -1,0 +1,52 @@
+"""The proposal layer (tinyrcnn/faster_rcnn/proposal_layer.py, Sec. 3.3)."""
+import numpy as np
+import pytest
+
+from tinyrcnn.faster_rcnn.proposal_layer import proposal_layer
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposal layer (Sec. 3.3)
+# ---------------------------------------------------------------------------------------------
+def _propose(anchors, scores, deltas=None, im_size=(100, 100), **kw):
+    anchors = np.array(anchors, np.float32)
+    deltas = np.zeros_like(anchors) if deltas is None else np.array(deltas, np.float32)
+    return proposal_layer(np.array(scores, np.float32), deltas, anchors, im_size, **kw)
+
+
+def test_proposals_decoded_clipped_and_sorted():
+    anchors = [[-10, -10, 20, 20], [0, 0, 15, 15], [60, 70, 119, 109]]
+    deltas = [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]]      # the second moves 8 px right
+    boxes, scores = _propose(anchors, [0.2, 0.9, 0.5], deltas, min_size=1)
+    np.testing.assert_allclose(boxes, [[8, 0, 23, 15], [60, 70, 99, 99], [0, 0, 20, 20]])
+    np.testing.assert_allclose(scores, [0.9, 0.5, 0.2])
+    assert boxes.dtype == np.float32
+
+
+def test_min_size_in_original_pixels():
+    anchors = [[0, 0, 3, 3], [20, 20, 59, 59]]                  # 4 px and 40 px wide
+    boxes, _ = _propose(anchors, [0.9, 0.1], min_size=5, scale=1.0)
+    np.testing.assert_array_equal(boxes, [[20, 20, 59, 59]])
+    boxes, _ = _propose(anchors, [0.9, 0.1], min_size=5, scale=0.5)   # 5 original px = 2.5 here
+    assert len(boxes) == 2
+
+
+def test_nms_and_top_n():
+    A, B, C = [0, 0, 19, 19], [1, 0, 20, 19], [50, 50, 69, 69]    # IoU(A, B) = 0.905
+    boxes, scores = _propose([B, A, C], [0.8, 0.9, 0.7], min_size=1)
+    np.testing.assert_array_equal(boxes, [A, C])                   # B suppressed at 0.7
+    boxes, _ = _propose([B, A, C], [0.8, 0.9, 0.7], min_size=1, nms_thresh=0.95)
+    assert len(boxes) == 3                                         # 0.905 < 0.95: all kept
+    boxes, _ = _propose([B, A, C], [0.8, 0.9, 0.7], min_size=1, pre_nms_top_n=2)
+    np.testing.assert_array_equal(boxes, [A])                      # C never reached NMS
+    boxes, _ = _propose([B, A, C], [0.8, 0.9, 0.7], min_size=1, post_nms_top_n=1)
+    np.testing.assert_array_equal(boxes, [A])
+    many = [[10 * i, 0, 10 * i + 8, 8] for i in range(9)]          # disjoint boxes
+    boxes, scores = _propose(many, np.arange(9) / 10, min_size=1, pre_nms_top_n=-1, post_nms_top_n=-1)
+    assert len(boxes) == 9 and (np.diff(scores) < 0).all()
+
+
+def test_proposal_layer_shapes_checked():
+    with pytest.raises(ValueError):
+        proposal_layer(np.zeros(3, np.float32), np.zeros((2, 4), np.float32),
+                       np.zeros((3, 4), np.float32), (10, 10))

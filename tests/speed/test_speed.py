@@ -1,0 +1,195 @@
+"""tinyrcnn.speed: every CPU speed path against the reference it stands in for.
+
+Bit for bit where the path only reorganises the work (threads, vectorisation, the 2x2 pool),
+to float rounding where it sums in another order (Winograd: tests/speed/test_winograd.py;
+dx as a full convolution; the linear layer's product orientation)."""
+import numpy as np
+import pytest
+
+import tinyrcnn as tr
+import tinyrcnn.functional as F
+from tinyrcnn import backend, nn, speed
+from tinyrcnn.ops import conv, pool
+from tinyrcnn.ops.roi_pool import _forward_numpy
+from tinyrcnn.speed import layers
+from tinyrcnn.speed.roi_pool import forward_numpy as fast_roi_forward
+from tinyrcnn.train.parts import backward_parts
+from helpers import distinct, edge_rois
+
+
+@pytest.fixture
+def fast():
+    with speed.enabled():
+        yield
+
+
+def test_enable_registers_every_hook_and_the_ops_pick_them():
+    with speed.enabled(False):
+        assert not speed.is_enabled() and backend.fast_cpu('conv2d', np.zeros(1)) is None
+        y = F.relu(tr.Tensor(np.ones(3), requires_grad=True))
+        assert type(y._ctx).__name__ == 'ReLU'
+        with speed.enabled():
+            assert speed.is_enabled()
+            assert set(backend.fast_cpu_paths()) == {'conv2d', 'max_pool2d', 'relu', 'linear',
+                                                     'roi_pool', 'backward_parts'}
+            x = tr.Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+            assert type(F.relu(x)._ctx).__name__ == 'FastReLU'
+            assert type(F.max_pool2d(x, 2)._ctx).__name__ == 'FastMaxPool2d'
+            assert type(F.conv2d(x, x)._ctx).__name__ == 'FastConv2d'
+            assert type(F.roi_pool(x, [[0, 0, 0, 3, 3]], 1, 1.0)._ctx).__name__ == 'FastRoIPool'
+            assert backend.fast_cpu('conv2d', tr.Tensor(np.ones(1))) is not None
+            assert backend.fast_cpu('conv2d', [1.0]) is None      # not a NumPy array: no path
+        assert not speed.is_enabled()                               # the block restored it
+
+
+def forward_backward(seed, shape=(2, 6, 60, 58)):
+    """A little of everything: conv (stride 1, with K <= C on a large map: dx as a full
+    convolution; stride 2: col2im), ReLU, 2x2 pool, linear."""
+    rng = np.random.default_rng(seed)
+    x = tr.Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    w = tr.Tensor(rng.standard_normal((4, 6, 3, 3)).astype(np.float32), requires_grad=True)
+    b = tr.Tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True)
+    fc = tr.Tensor(rng.standard_normal((5, 4 * 14 * 14)).astype(np.float32), requires_grad=True)
+    y = F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=1)), 2)
+    z = F.conv2d(y, w[:, :4], stride=2)                          # (2, 4, 14, 14)
+    out = F.linear(z.reshape(2, -1), fc)
+    out.backward(rng.standard_normal(out.shape).astype(np.float32))
+    return [y.data, z.data, out.data, x.grad, w.grad, b.grad, fc.grad]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_a_small_network_with_and_without_speed_agrees_to_float_rounding(seed):
+    with speed.enabled(False):
+        ref = forward_backward(seed)
+    with speed.enabled():
+        fast = forward_backward(seed)
+    for a, r in zip(fast, ref):
+        np.testing.assert_allclose(a, r, rtol=2e-5, atol=2e-5 * np.abs(r).max())
+
+
+@pytest.mark.parametrize('C,K,padding', [(4, 3, 1), (3, 3, 0), (5, 2, 2)])
+def test_conv2d_input_gradient_as_full_convolution_equals_col2im(C, K, padding, fast, monkeypatch):
+    # on large maps with K <= C the speed path computes dx as a convolution of dy; in float64
+    # it equals the reference's w^T dy + col2im to rounding
+    rng = np.random.default_rng(1)
+    x = tr.Tensor(rng.standard_normal((2, C, 55, 53)), requires_grad=True)
+    w = tr.Tensor(rng.standard_normal((K, C, 3, 3)))
+    y = F.conv2d(x, w, padding=padding)
+    assert y.shape[2] * y.shape[3] >= 2500                       # the full-convolution branch
+    gy = rng.standard_normal(y.shape)
+    col2im = conv.col2im
+    monkeypatch.setattr('tinyrcnn.speed.conv.FastConv2d.col2im', None)   # must not be needed
+    y.backward(gy)
+    gcols = np.einsum('kc,nkp->ncp', w.data.reshape(K, -1), gy.reshape(2, K, -1))
+    np.testing.assert_allclose(x.grad, col2im(gcols, x.shape, 3, 3, 1, padding), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_max_pool2d_2x2_path_equals_the_reference(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (2, 3, 7, 9)).astype(dtype)       # odd sides and many ties
+    x[0, 0, 2:4, 4:6] = np.nan                                 # one window with a NaN ...
+    Ho, Wo = 3, 4
+    y_ref, argmax = pool._forward_cpu(x, 2, 2, Ho, Wo)
+    assert layers._forward_2x2(x, Ho, Wo) is None              # ... sends it to the reference
+    with speed.enabled():
+        np.testing.assert_array_equal(F.max_pool2d(tr.Tensor(x), 2).data, y_ref)
+    x = x[:, :, :, ::-1].copy()
+    x[np.isnan(x)] = 1
+    y_ref, argmax = pool._forward_cpu(x, 2, 2, Ho, Wo)
+    y, winner = layers._forward_2x2(x, Ho, Wo)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(layers._backward_2x2(gy, winner, x.shape),
+                                  pool._backward_cpu(gy, argmax, x.shape, False))
+
+
+def test_relu_is_bit_for_bit_and_takes_strided_input():
+    x = distinct((3, 5, 8, 8), 2, np.float32)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    gy = distinct(x.shape, 3, np.float32)
+    out = {}
+    for on in (False, True):
+        with speed.enabled(on):
+            for name, a in (('contiguous', x), ('strided', x[:, :, ::2])):
+                X = tr.Tensor(a, requires_grad=True)
+                y = F.relu(X)
+                y.backward(np.ascontiguousarray(gy[:, :, :a.shape[2]]))
+                out[on, name] = y.data, X.grad
+    for name in ('contiguous', 'strided'):
+        for a, b in zip(out[True, name], out[False, name]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('N', [3, 200])
+def test_linear_products_in_the_other_orientation_agree_to_rounding(N):
+    rng = np.random.default_rng(4)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((N, 300), (40, 300), (40,)))
+    gy = rng.standard_normal((N, 40)).astype(np.float32)
+    out = {}
+    for on in (False, True):
+        with speed.enabled(on):
+            X, Wt, B = (tr.Tensor(a, requires_grad=True) for a in (x, w, b))
+            y = F.linear(X, Wt, B)
+            y.backward(gy)
+            out[on] = y.data, X.grad, Wt.grad, B.grad
+    for a, r in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5 * np.abs(r).max())
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_roi_pool_vectorised_forward_is_bit_for_bit(dtype):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 5, 11, 14)).astype(dtype)
+    x[0, 1] = np.round(x[0, 1])                                   # ties
+    x[1, 2, 3:6, 4:9] = -np.inf                                   # bins of -inf still have a winner
+    x[1, 3, 2, 5] = x[0, 4, 7, 1] = np.nan                        # NaN wins, like np.max
+    x[0, 0, :4] = -0.0                                            # -0.0 ties with 0.0
+    x[0, 0, 4:8] = 0.0
+    rois = edge_rois(11, 14, 1 / 16, seed=12, R=40).astype(dtype)
+    for output_size in [(7, 7), (2, 5), (13, 11), (1, 1)]:
+        y_ref, argmax_ref = _forward_numpy(x, rois, output_size, 1 / 16)
+        y, argmax = fast_roi_forward(x, rois, output_size, 1 / 16)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        np.testing.assert_array_equal(y, y_ref)                  # NaN == NaN here
+        assert np.array_equal(np.signbit(y), np.signbit(y_ref))
+
+
+def _net_and_parts(seed=0):
+    tr.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    head = nn.Linear(4 * 4 * 4, 3)
+    model = nn.Sequential(net, nn.Flatten(), head)
+    model[0][0].bias.requires_grad = False                       # a frozen parameter
+    rng = np.random.default_rng(seed)
+    parts = [(rng.standard_normal((n, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, n))
+             for n in (2, 3, 1)]
+    return model, parts
+
+
+def _run(model, part):
+    x, labels = part
+    loss = F.cross_entropy(model(tr.Tensor(x)), labels)
+    return [loss, loss * 2.0], len(labels) / 6
+
+
+def test_backward_parts_on_threads_equals_the_sequential_loop_bit_for_bit():
+    grads, values = {}, {}
+    for on in (False, True):
+        model, parts = _net_and_parts()
+        model[2].weight.grad = np.ones_like(model[2].weight.data)   # stale: must be replaced
+        with speed.enabled(on):
+            values[on] = backward_parts(_run, parts, model, threads=2)
+        grads[on] = [None if p.grad is None else p.grad.copy() for p in model.parameters()]
+    assert values[True] == values[False]
+    assert grads[True][1] is None                                  # the frozen bias
+    for a, b in zip(grads[True], grads[False]):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    model, parts = _net_and_parts()                                 # the replicas share arrays:
+    before = [(p.data, p.data.copy()) for p in model.parameters()]  # the model's stay its own
+    with speed.enabled():
+        backward_parts(_run, parts, model, threads=2)
+    for p, (array, values) in zip(model.parameters(), before):
+        assert p.data is array
+        np.testing.assert_array_equal(p.data, values)

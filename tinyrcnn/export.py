@@ -1,0 +1,85 @@
+"""A trained detector on disk, Fast or Faster R-CNN: `NAME.npz` holds the weights and
+`NAME.json` what the network is and how its images must be prepared (trunk, classes, scales,
+preprocessing source, and for Faster R-CNN the anchors and proposal settings).
+
+    path = export_model(trainer.model, 'runs/x/model', class_names, means, stds, cfg)
+    model, info = load_model('runs/x/model')          # the right class, by info['architecture']
+    detect(model, image, proposals, scales=info['scales'], max_size=info['max_size'],
+           source=info['source'])
+
+Training regresses normalised targets (Fast R-CNN, Sec. 2.3: zero mean, unit variance); the
+export folds the normalisation into bbox_pred, W' = diag(stds) W and b' = stds * b + means, so
+a saved model predicts raw box offsets, as the original code's snapshots do.
+"""
+import json
+import os
+import time
+
+import numpy as np
+
+from .fast_rcnn.network import FastRCNN
+from .faster_rcnn.network import RPN_DEFAULTS, FasterRCNN
+from .utils import atomic_write
+from .weights import load_weights, save_npz
+
+ARCHITECTURES = {'fast_rcnn': FastRCNN, 'faster_rcnn': FasterRCNN}
+
+
+def _base(path):
+    path = os.fspath(path)
+    return path[:-len(os.path.splitext(path)[1])] if path.endswith(('.npz', '.json')) else path
+
+
+def export_model(model, path, class_names, means, stds, cfg):
+    """Save `model` as PATH.npz + PATH.json; returns the .npz path.
+
+    means, stds: the (4,) target statistics the model was trained with. cfg: the training
+    settings (`trunk`, `source`, `scales`, `max_size`, `freeze_stages`, and `schedule` for
+    Faster R-CNN), recorded for detection and for rebuilding the network."""
+    state = model.state_dict()
+    K1 = model.num_classes + 1
+    s = np.tile(np.asarray(stds, np.float32), K1)                      # (4(K+1),)
+    m = np.tile(np.asarray(means, np.float32), K1)
+    state['bbox_pred.weight'] = state['bbox_pred.weight'] * s[:, None]
+    state['bbox_pred.bias'] = state['bbox_pred.bias'] * s + m
+    base = _base(path)
+    save_npz(state, base + '.npz')
+    faster = isinstance(model, FasterRCNN)
+    info = {'architecture': 'faster_rcnn' if faster else 'fast_rcnn', 'trunk': cfg.trunk,
+            'num_classes': model.num_classes, 'class_names': list(class_names),
+            'source': cfg.source, 'scales': list(cfg.scales), 'max_size': cfg.max_size,
+            'freeze_stages': cfg.freeze_stages, 'roi_size': list(model.roi_pool.output_size),
+            'spatial_scale': model.roi_pool.spatial_scale,
+            'created': time.strftime('%Y-%m-%d %H:%M:%S')}
+    if faster:
+        info.update(anchor_scales=list(model.anchor_scales), anchor_ratios=list(model.anchor_ratios),
+                    rpn_channels=model.rpn_channels, schedule=cfg.schedule, **model.settings)
+    atomic_write(base + '.json', lambda f: f.write(json.dumps(info, indent=1).encode()))
+    return base + '.npz'
+
+
+def load_model(path, device='cpu'):
+    """The model saved by `export_model` (PATH, PATH.npz or PATH.json), in eval mode on
+    `device`, and its settings dict."""
+    base = _base(path)
+    if not os.path.exists(base + '.json') or not os.path.exists(base + '.npz'):
+        raise FileNotFoundError(f'model not found: expected {base}.npz and {base}.json')
+    with open(base + '.json') as f:
+        try:
+            info = json.load(f)
+        except json.JSONDecodeError:
+            raise ValueError(f'{base}.json is not a model description (not JSON)') from None
+    architecture = info.get('architecture') if isinstance(info, dict) else None
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f'{base}.json: unknown architecture {architecture!r}; expected one of '
+                         f'{sorted(ARCHITECTURES)}')
+    args = (info['trunk'], info['num_classes'], info.get('freeze_stages', 0),
+            tuple(info['roi_size']), info['spatial_scale'])
+    if architecture == 'faster_rcnn':
+        model = FasterRCNN(*args, anchor_scales=tuple(info['anchor_scales']),
+                           anchor_ratios=tuple(info['anchor_ratios']),
+                           rpn_channels=info['rpn_channels'], **{k: info[k] for k in RPN_DEFAULTS})
+    else:
+        model = FastRCNN(*args)
+    model.load_state_dict(load_weights(base + '.npz'))
+    return model.to(device).eval(), info

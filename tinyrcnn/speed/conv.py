@@ -1,0 +1,85 @@
+"""conv2d's CPU speed path: `ops.conv.Conv2d` with three of its steps replaced.
+
+1. im2col and col2im run as two halves on two threads (`threads.split_work`), channel by
+   channel: the same copies and sums, so the same numbers.
+2. The big 3x3 stride-1 layers (VGG16's conv2_2 to conv4_3) take Winograd's F(2x2, 3x3)
+   (`winograd.py`): 2.25x fewer multiplications, the same results to float rounding.
+3. dx of a stride-1 layer with K <= C on a large map is computed as the "full" convolution of
+   gy (padded by k-1-p) with the flipped, transposed kernel: one im2col copy and one product
+   instead of a product and col2im's scattered adds; the same sum in another order.
+"""
+import numpy as np
+
+from ..ops import conv
+from . import winograd
+from .threads import split_work
+
+FULL_CONV_MIN_PIXELS = 2500          # 3. pays on large maps only (BENCHMARKS.md, session 2)
+
+
+def im2col(x, kh, kw, stride, padding):
+    """`ops.conv.im2col` on the CPU, its copy cut by channels over two threads."""
+    view = conv.windows(x, kh, kw, stride, padding)          # (N, C, kh, kw, Ho, Wo)
+    cols = np.empty(view.shape, dtype=x.dtype)
+
+    def copy(lo, hi):                               # channels lo:hi
+        cols[:, lo:hi] = view[:, lo:hi]
+    split_work(view.shape[1], cols.size, copy)
+    N, C, _, _, Ho, Wo = view.shape
+    return cols.reshape(N, C * kh * kw, Ho * Wo)
+
+
+def col2im(cols, shape, kh, kw, stride, padding):
+    """`ops.conv.col2im` on the CPU, its sums cut by channels over two threads."""
+    N, C, H, W = shape
+    Ho = conv.conv_output_size(H, kh, stride, padding)
+    Wo = conv.conv_output_size(W, kw, stride, padding)
+    gx = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=cols.dtype)
+    cols = cols.reshape(N, C, kh, kw, Ho, Wo)
+
+    def fold(lo, hi):                               # channels lo:hi
+        for i in range(kh):
+            for j in range(kw):
+                rows, columns = slice(i, i + stride * Ho, stride), slice(j, j + stride * Wo, stride)
+                gx[:, lo:hi, rows, columns] += cols[:, lo:hi, i, j]
+    split_work(C, cols.size, fold)
+    return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
+
+
+class FastConv2d(conv.Conv2d):
+    im2col = staticmethod(im2col)
+    col2im = staticmethod(col2im)
+
+    def forward(self, x, w, b=None, stride=1, padding=0):
+        self.winograd = w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype)
+        if not self.winograd:
+            return super().forward(x, w, b, stride, padding)
+        self.x_shape, self.w, self.has_b = x.shape, w, b is not None
+        self.stride, self.padding = stride, padding
+        y, self.saved = winograd.forward(x, w, b, padding)
+        if self.saved[1].nbytes > conv.KEEP_COLS_BYTES:         # recomputed from x in backward
+            self.saved, self.x = None, x
+        return y
+
+    def backward(self, gy):
+        if not self.winograd:
+            return super().backward(gy)
+        saved = self.saved or winograd.transforms(self.x, self.w, self.padding)
+        need = self.needs_input_grad
+        return winograd.backward(gy, saved, need[0], need[1], self.has_b and need[2])
+
+    def input_grad(self, gy):
+        """dL/dx as the full convolution of gy where that is cheaper (see the module's 3.)."""
+        w, (K, C, kh, kw) = self.w, self.w.shape
+        N, _, H, W = self.x_shape
+        Ho = conv.conv_output_size(H, kh, self.stride, self.padding)
+        Wo = conv.conv_output_size(W, kw, self.stride, self.padding)
+        if not (self.stride == 1 and kh == kw and self.padding <= kh - 1 and K <= C
+                and Ho * Wo >= FULL_CONV_MIN_PIXELS):
+            return super().input_grad(gy)
+        wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, -1)
+        gcols = self.im2col(gy.reshape(N, K, Ho, Wo), kh, kw, 1, kh - 1 - self.padding)
+        gx = np.empty((N, C, H * W), dtype=gy.dtype)
+        for n in range(N):
+            np.matmul(wt, gcols[n], out=gx[n])                   # (C, H*W)
+        return gx.reshape(self.x_shape)

@@ -1,0 +1,50 @@
+"""The parts of a training step on parallel threads (the hook 'backward_parts').
+
+`train.parts.backward_parts` computes a mini-batch's parts (its images, or chunks of a batch of
+crops) one after the other. NumPy and OpenBLAS release Python's lock while they compute, so two
+threads that each run the forward and backward pass of their own part keep two cores busy,
+where one graph leaves OpenBLAS's second thread idle on a CPU-sized network's small matrices.
+
+Each thread builds its graph on its own replica of the model: new Parameter objects that share
+the model's arrays, so each part's gradients land in its replica's .grad. They are then added
+into the model's .grad in part order, which makes the result that of the sequential loop, bit
+for bit, whatever the threads' timing. This is data parallelism in the manner of Krizhevsky's
+"one weird trick" (2014), on threads.
+"""
+import copy
+
+from .threads import blas_threads, thread_pool
+
+
+def replicate(model):
+    """A copy of `model` whose parameters are new Parameters on the same arrays (no copy)."""
+    memo = {}
+    for p in model.parameters():
+        memo[id(p.data)] = p.data
+        if p.grad is not None:
+            memo[id(p.grad)] = p.grad
+    replica = copy.deepcopy(model, memo)
+    for p in replica.parameters():
+        p.grad = None
+    return replica
+
+
+def backward_parts_on_threads(run, parts, model, threads):
+    """`train.parts.backward_parts` with the parts on `threads` threads, one BLAS thread each."""
+    replicas = [replicate(model) for _ in parts]
+
+    def one(k):
+        losses, weight = run(replicas[k], parts[k])
+        (losses[0] * weight).backward()
+        return [v.item() * weight for v in losses]
+
+    with blas_threads(1):                                    # each worker's products on one core
+        values = list(thread_pool(threads).map(one, range(len(parts))))
+    params = model.parameters()
+    for p in params:
+        p.grad = None
+    for replica in replicas:                                 # fixed order: part 0, 1, ...
+        for p, q in zip(params, replica.parameters()):
+            if q.grad is not None:
+                p.grad = q.grad if p.grad is None else p.grad + q.grad
+    return [sum(v[k] for v in values) for k in range(len(values[0]))]
