@@ -160,21 +160,12 @@ checks = {
     'smooth_l1_loss': (lambda a, b: F.smooth_l1_loss(a, b, mask), [t((4, 8), 6.0), t((4, 8))]),
     'roi_pool 3x3, scale 1/2': (lambda x: F.roi_pool(x, rois, (3, 3), 0.5), [t((2, 3, 8, 8))]),
 }
-# On the CPU, big 3x3 stride-1 layers take a second algorithm, Winograd's F(2x2, 3x3)
-# (tinyrcnn/ops/winograd.py), chosen by size; here it is switched on for a small layer too.
-from tinyrcnn.ops import winograd
+# The opt-in CPU speed paths (tinyrcnn/speed/) compute big 3x3 layers by a second algorithm,
+# Winograd's F(2x2, 3x3); `conv3x3` takes it at any size, so it is checked here too.
+from tinyrcnn.speed.winograd import conv3x3
 
-
-def winograd_conv(x, w, b):
-    sizes = winograd.WINOGRAD_MIN_CHANNELS, winograd.WINOGRAD_MIN_PIXELS
-    winograd.WINOGRAD_MIN_CHANNELS = winograd.WINOGRAD_MIN_PIXELS = 1
-    try:
-        return F.conv2d(x, w, b, padding=1)
-    finally:
-        winograd.WINOGRAD_MIN_CHANNELS, winograd.WINOGRAD_MIN_PIXELS = sizes
-
-
-checks['conv2d, Winograd F(2x2, 3x3)'] = (winograd_conv, [t((2, 3, 5, 6)), t((4, 3, 3, 3)), t((4,))])
+checks['conv2d, Winograd F(2x2, 3x3)'] = (lambda x, w, b: conv3x3(x, w, b, padding=1),
+                                          [t((2, 3, 5, 6)), t((4, 3, 3, 3)), t((4,))])
 for name, (fn, inputs) in checks.items():
     start = time.perf_counter()
     ok = tr.gradcheck(fn, inputs)
@@ -253,8 +244,8 @@ assert at_1e6 < 1e-7 < errors['float32'].min()
 #   topologically and runs one loop of local backward steps, summing gradients of shared inputs.
 # * A `Function` saves in `forward` exactly what `backward` needs, and returns one gradient
 #   per input (`None` for RoIs and labels).
-# * `tr.gradcheck` (float64, central differences, distinct inputs) passes for conv2d (both its
-#   algorithms, im2col and Winograd), max pooling, ReLU, linear, both losses and RoI pooling;
+# * `tr.gradcheck` (float64, central differences, distinct inputs) passes for conv2d (im2col,
+#   and the speed package's Winograd), max pooling, ReLU, linear, both losses and RoI pooling;
 #   the tests use the same helper.
 # * In float32 a finite difference is at best about as accurate as the tolerance we want to
 #   check (and only at a lucky $\varepsilon$); in float64 it is $10^{-9}$ at $\varepsilon = 10^{-6}$.

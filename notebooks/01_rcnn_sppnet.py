@@ -21,6 +21,7 @@
 # This chapter measures the difference on a small trunk, and shows spatial pyramid pooling.
 
 # %%
+import inspect
 import time
 
 import matplotlib.pyplot as plt
@@ -30,10 +31,12 @@ from skimage.transform import resize
 
 import tinyrcnn as tr
 import tinyrcnn.functional as F
+import tinyrcnn.speed
 from tinyrcnn.data import preprocess
 from tinyrcnn.data.shapes import render_shapes_image
-from tinyrcnn.ops.roi_pool import bin_edges
+from tinyrcnn.ops.roi_pool import bin_edges, roi_spp
 
+tinyrcnn.speed.enable()   # a chapter of timings: the CPU speed paths on (chapter 0 shows the reference code)
 tr.manual_seed(0)
 image, objects, _ = render_shapes_image(np.random.default_rng(3), 240, 320)   # (H, W, 3) uint8
 proposals = tr.proposals.selective_search(image)[:200]                     # (200, 4) best first
@@ -81,7 +84,11 @@ print(f'R-CNN: {per_crop * 1000:.0f} ms per proposal -> {200 * per_crop:.1f} s f
 # $[\mathrm{round}(x_1/16), \mathrm{round}(x_2/16)]$ of the map. Spatial pyramid pooling
 # max-pools that window into $4 \times 4$, $2 \times 2$ and $1 \times 1$ grids and concatenates
 # them: a fixed-length vector of $C \cdot (16 + 4 + 1) = 21C$ numbers, whatever the proposal's
-# size. (`F.roi_spp`; Fast R-CNN's RoI pooling is the one-level case, chapter 2.)
+# size. `F.roi_spp` is three RoI poolings flattened side by side; Fast R-CNN's RoI pooling is
+# the one-level case (chapter 2):
+
+# %%
+print(inspect.getsource(roi_spp))
 
 # %%
 rois = np.hstack([np.zeros((len(proposals), 1), np.float32), proposals])  # (R, 5) [batch, x1, y1, x2, y2]

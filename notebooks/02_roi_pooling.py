@@ -24,6 +24,7 @@
 # where $\mathcal{R}(r,j)$ is the set of map cells in bin $j$ of RoI $r$.
 
 # %%
+import inspect
 import os
 
 import matplotlib.pyplot as plt
@@ -33,10 +34,12 @@ from matplotlib.patches import Rectangle
 import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn.backend import KERNEL_DIR
+from tinyrcnn.boxes import random_rois
 from tinyrcnn.data import preprocess
 from tinyrcnn.data.shapes import render_shapes_image
 from tinyrcnn.kernels import cpu
-from tinyrcnn.ops.roi_pool import bin_edges, random_rois
+from tinyrcnn.ops import roi_pool
+from tinyrcnn.ops.roi_pool import bin_edges
 
 # %% [markdown]
 # ## A 4 x 4 map, bin by bin
@@ -73,9 +76,33 @@ assert np.array_equal(y.numpy()[1, 0], [[9, 11], [13, 15]])
 # RoI 0 spans cells 0..2 (3 cells, so bins of 1.5 cells: columns 0..1 and 1..2 overlap in
 # column 1); RoI 1 spans rows 1..3 and columns 0..3.
 #
+# ## The code: `tinyrcnn/ops/roi_pool.py`
+#
+# The rules 1 and 2 are `bin_edges`, for all RoIs at once, in the input's float type (as Caffe
+# and torchvision compute them):
+
+# %%
+print(inspect.getsource(bin_edges))
+
+# %% [markdown]
+# and rule 3 is the NumPy forward pass, the spec of the layer: a loop over RoIs and bins, each
+# bin's maximum taken over all channels at once (`argmax` gives the first maximum, as the
+# kernel's scan does). It saves the winner of every bin for backward.
+
+# %%
+print(inspect.getsource(roi_pool._forward_numpy))
+
+# %% [markdown]
 # **Backward** routes each output's gradient to the cell that won its bin, and sums where a
-# cell wins several bins (Sec. 2.3). With a gradient of 1 on every output, cell 9, which won a
-# bin of each RoI, receives 2; the other six winners receive 1; cells that won nothing, 0:
+# cell wins several bins (Sec. 2.3): one scatter-add of the outputs' gradients into the saved
+# winners, RoI by RoI, in output order (the kernel's order when it runs on one thread).
+
+# %%
+print(inspect.getsource(roi_pool._backward_numpy))
+
+# %% [markdown]
+# With a gradient of 1 on every output, cell 9, which won a bin of each RoI, receives 2; the
+# other six winners receive 1; cells that won nothing, 0:
 
 # %%
 y.backward(np.ones(y.shape, np.float32))

@@ -24,6 +24,7 @@
 # looks at the input preprocessing the weights expect.
 
 # %%
+import inspect
 import pathlib
 
 import matplotlib.pyplot as plt
@@ -127,6 +128,10 @@ print('loaded', len(conv_state), 'conv arrays')
 # feature map keeps stride 16, hence `spatial_scale = 1/16`), and adds `cls_score` and
 # `bbox_pred`, initialised from zero-mean Gaussians with standard deviations 0.01 and 0.001
 # (Sec. 2.3). conv1 and conv2 stay frozen (Sec. 4.5: they learn generic, low-level features).
+# The surgery, in `tinyrcnn/fast_rcnn/network.py`:
+
+# %%
+print(inspect.getsource(tr.models.FastRCNN.__init__))
 
 # %%
 fast = tr.models.FastRCNN(vgg, num_classes=20)

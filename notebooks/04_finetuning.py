@@ -22,6 +22,7 @@
 # backward pass of RoI pooling.
 
 # %%
+import inspect
 import tempfile
 import time
 
@@ -32,8 +33,10 @@ from matplotlib.patches import Rectangle
 import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn.data import VOCDetection, make_shapes_voc
-from tinyrcnn.ops.roi_pool import random_rois
-from tinyrcnn.train import TrainConfig, expand_targets, make_minibatch, multitask_loss, prepare_roidb, sample_rois
+from tinyrcnn.boxes import random_rois
+from tinyrcnn.fast_rcnn.loss import multitask_loss
+from tinyrcnn.fast_rcnn.minibatch import expand_targets, make_minibatch, prepare_roidb, sample_rois
+from tinyrcnn.train import TrainConfig
 
 tr.manual_seed(0)
 rng = np.random.default_rng(0)
@@ -132,8 +135,15 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
-# In code, $[u \ge 1]$ and "the four outputs of class $u$" are a weight mask over the
-# $4(K+1)$ regression outputs (`expand_targets`). A check on four RoIs, two of them background:
+# In code (`tinyrcnn/fast_rcnn/loss.py`), $[u \ge 1]$ and "the four outputs of class $u$" are
+# one weight mask over the $4(K+1)$ regression outputs (`expand_targets`):
+
+# %%
+print(inspect.getsource(multitask_loss))
+print(inspect.getsource(expand_targets))
+
+# %% [markdown]
+# A check on four RoIs, two of them background:
 # changing the box outputs of background RoIs changes nothing; the loss is the mean log loss
 # plus the smooth L1 of the foreground RoIs' true-class outputs, divided by the number of RoIs.
 
@@ -145,11 +155,12 @@ targets, weights = expand_targets(v, u, K)                           # (4, 12) e
 cfg = TrainConfig()                                                  # lambda = 1, sigma = 1
 cls_score = tr.Tensor(rng.standard_normal((4, K + 1)))
 bbox_pred = rng.standard_normal((4, 4 * (K + 1)))
-total, l_cls, l_loc = multitask_loss(cls_score, tr.Tensor(bbox_pred), u, targets, weights, cfg)
+total, l_cls, l_loc = multitask_loss(cls_score, tr.Tensor(bbox_pred), u, targets, weights,
+                                     cfg.loss_lambda, cfg.smooth_l1_sigma)
 
 changed = bbox_pred.copy()
 changed[u == 0] += 10.0                                              # background rows only
-assert np.isclose(multitask_loss(cls_score, tr.Tensor(changed), u, targets, weights, cfg)[0].item(), total.item())
+assert np.isclose(multitask_loss(cls_score, tr.Tensor(changed), u, targets, weights)[0].item(), total.item())
 
 p = np.exp(cls_score.data) / np.exp(cls_score.data).sum(1, keepdims=True)
 t_u = np.stack([bbox_pred[r, 4 * u[r]:4 * u[r] + 4] for r in range(4)])   # (4, 4) t^u
@@ -166,7 +177,11 @@ print(f'L = {total.item():.4f} = L_cls {l_cls.item():.4f} + L_loc {l_loc.item():
 # ground-truth box, labelled with its class. The rest are **background**: maximum IoU in
 # $[0.1, 0.5)$, label 0. The lower bound 0.1 acts as a heuristic for hard example mining.
 # Ground-truth boxes join the proposals. With fewer foreground candidates than 25%, all are
-# taken. `sample_rois` does this for one image; `make_minibatch` for $N$ images.
+# taken. `sample_rois` (`tinyrcnn/fast_rcnn/minibatch.py`) does this for one image;
+# `make_minibatch` for $N$ images.
+
+# %%
+print(inspect.getsource(sample_rois))
 
 # %%
 root = make_shapes_voc(tempfile.mkdtemp(prefix='tinyrcnn-ch4-'), num_train=2, num_test=0, seed=4)

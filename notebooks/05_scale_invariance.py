@@ -25,15 +25,17 @@
 # higher cost, and uses a single scale. This chapter measures where the cost comes from.
 
 # %%
+import inspect
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import tinyrcnn as tr
+import tinyrcnn.speed
 from tinyrcnn.data import image_pyramid
 from tinyrcnn.data.shapes import render_shapes_image
-from tinyrcnn.detect import PYRAMID_TARGET_AREA, im_detect, pyramid_levels
+from tinyrcnn.fast_rcnn.detect import PYRAMID_TARGET_AREA, im_detect, pyramid_levels
 
 tr.manual_seed(0)
 image, objects, _ = render_shapes_image(np.random.default_rng(7), 375, 500)   # VOC-sized (375, 500, 3)
@@ -68,7 +70,10 @@ plt.show()
 # minimises $|w h f_k^2 - 224^2|$ (`pyramid_levels`). Small RoIs go to the large images and
 # large RoIs to the small ones. RoIs smaller than $224 / 3.2 = 70$ pixels stay below 224 even
 # at the largest level, and many selective-search proposals are that small; still, the pyramid
-# moves the sizes the network sees towards 224.
+# moves the sizes the network sees towards 224. In `tinyrcnn/fast_rcnn/detect.py`:
+
+# %%
+print(inspect.getsource(pyramid_levels))
 
 # %%
 factors = np.array([f for _, f in pyramid])
@@ -103,16 +108,18 @@ plt.show()
 # `im_detect(model, image, proposals, scales)` runs the whole pyramid as one zero-padded batch:
 # every level is padded to the largest one. We time a vgg-tiny Fast R-CNN (untrained: only the
 # time matters here) on a pyramid scaled down for the CPU, the paper's scales divided by 3
-# (so the single scale is 200 instead of 600, the pyramid 160..400 instead of 480..1200).
+# (so the single scale is 200 instead of 600, the pyramid 160..400 instead of 480..1200), with
+# the CPU speed paths on (`tinyrcnn.speed`), as a detector would run.
 
 # %%
+tinyrcnn.speed.enable()
 model = tr.models.FastRCNN('vgg-tiny', num_classes=6, freeze_stages=0).eval()
 settings = {'single scale (200)': ((200,), 334), 'pyramid (160..400)': ((160, 192, 229, 288, 400), 667)}
 timings, pixels = {}, {}
 for name, (s, max_size) in settings.items():
     im_detect(model, image, proposals[:10], s, max_size, source='tiny')            # warm-up
     start = time.perf_counter()
-    scores, boxes = im_detect(model, image, proposals, s, max_size, source='tiny')
+    scores, boxes, _ = im_detect(model, image, proposals, s, max_size, source='tiny')
     timings[name] = time.perf_counter() - start
     levels_s = image_pyramid(image, s, max_size)
     pixels[name] = (sum(im.shape[0] * im.shape[1] for im, _ in levels_s),

@@ -18,6 +18,7 @@
 # the detection time: **truncated SVD** compresses them.
 
 # %%
+import inspect
 import pathlib
 
 import matplotlib.pyplot as plt
@@ -25,13 +26,16 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 import tinyrcnn as tr
+import tinyrcnn.speed
 from tinyrcnn.bench import timeit
 from tinyrcnn.boxes import batched_nms, box_iou, nms
 from tinyrcnn.data import SHAPES_CLASSES
 from tinyrcnn.data.shapes import render_shapes_image
-from tinyrcnn.detect import im_detect, postprocess
-from tinyrcnn.train import load_model
+from tinyrcnn.export import load_model
+from tinyrcnn.fast_rcnn.detect import im_detect, postprocess
+from tinyrcnn.fast_rcnn.svd import svd_linear
 
+tinyrcnn.speed.enable()   # detection over thousands of proposals: the CPU speed paths on
 ROOT = pathlib.Path(tr.__file__).resolve().parents[1]
 rng = np.random.default_rng(0)
 tr.manual_seed(0)
@@ -88,9 +92,14 @@ plt.show()
 
 # %% [markdown]
 # With one NMS over all classes, an object that overlaps a higher-scoring object of another
-# class by more than the threshold would be lost. `postprocess` (used by `detect`) applies the
-# per-class version after a score threshold (0.05), then keeps the 100 best detections per image.
-#
+# class by more than the threshold would be lost. `postprocess` (used by `detect`, in
+# `tinyrcnn/fast_rcnn/detect.py`) applies the per-class version after a score threshold
+# (0.05), then keeps the 100 best detections per image:
+
+# %%
+print(inspect.getsource(postprocess))
+
+# %% [markdown]
 # ## Truncated SVD (Sec. 3.1)
 #
 # A fully connected layer $y = Wx + b$ with $W \in \mathbb{R}^{u \times v}$ costs $uv$
@@ -100,8 +109,13 @@ plt.show()
 # $$W \approx U \Sigma_t V^\top,$$
 #
 # splits it into two layers, $\Sigma_t V^\top$ ($t \times v$, no bias) and $U$ ($u \times t$,
-# with the original bias): $t(u + v)$ multiplications. For VGG16 the paper keeps the top 1024
-# singular values of fc6 and 256 of fc7:
+# with the original bias): $t(u + v)$ multiplications. In `tinyrcnn/fast_rcnn/svd.py`:
+
+# %%
+print(inspect.getsource(svd_linear))
+
+# %% [markdown]
+# For VGG16 the paper keeps the top 1024 singular values of fc6 and 256 of fc7:
 
 # %%
 for name, (u, v, t) in {'fc6': (4096, 25088, 1024), 'fc7': (4096, 4096, 256)}.items():
@@ -148,7 +162,7 @@ plt.show()
 # %%
 test_image, _, _ = render_shapes_image(np.random.default_rng(11), 200, 260)
 proposals = tr.proposals.selective_search(test_image)                         # (P, 4)
-scores_full, boxes_full = im_detect(model, test_image, proposals, **net_args)  # (P, K+1), (P, 4(K+1))
+scores_full, boxes_full, _ = im_detect(model, test_image, proposals, **net_args)  # (P, K+1), (P, 4(K+1))
 x = tr.Tensor(np.random.default_rng(1).standard_normal((2000, W6.shape[1])).astype(np.float32))
 
 
@@ -160,7 +174,7 @@ def fc_time():
 t_full = fc_time()
 counts = model.compress(fc6_rank=64, fc7_rank=16)                            # in place
 t_svd = fc_time()
-scores_svd, boxes_svd = im_detect(model, test_image, proposals, **net_args)
+scores_svd, boxes_svd, _ = im_detect(model, test_image, proposals, **net_args)
 
 print(f"parameters {counts['parameters_before']:,d} -> {counts['parameters_after']:,d}")
 print(f'fc6 + fc7 for 2000 RoIs: {t_full * 1000:.0f} ms -> {t_svd * 1000:.0f} ms ({t_full / t_svd:.1f}x faster)')
@@ -202,7 +216,7 @@ if trained:
     full, _ = load_model(str(demo_model.with_suffix('')))                  # uncompressed again
     maps = {}
     for name, net in (('full', full), ('SVD 64/16', model)):
-        dets = [postprocess(*im_detect(net, it['image'], p, **net_args)) for it, p in zip(items, props)]
+        dets = [postprocess(*im_detect(net, it['image'], p, **net_args)[:2]) for it, p in zip(items, props)]
         maps[name] = evaluate_voc(dets, truths, SHAPES_CLASSES)['map']
     print('mAP on 20 test images: ' + ', '.join(f'{k} {v:.3f}' for k, v in maps.items()))
 else:

@@ -26,15 +26,19 @@
 # This chapter computes both for VGG16, and checks them numerically on vgg-tiny with a gradient.
 
 # %%
+import inspect
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
 import tinyrcnn as tr
 from tinyrcnn.data.shapes import render_shapes_image
+from tinyrcnn.ops.conv import conv_output_size
 from tinyrcnn.ops.roi_pool import round_half_away
 
 tr.manual_seed(0)
+print(inspect.getsource(conv_output_size))      # the first formula, as tinyrcnn/ops/conv.py has it
 
 # %% [markdown]
 # ## VGG16, layer by layer

@@ -24,6 +24,7 @@
 # $$L(\{p_i\}, \{t_i\}) = \frac{1}{N_{cls}} \sum_i L_{cls}(p_i, p_i^*) + \lambda \frac{1}{N_{reg}} \sum_i p_i^* L_{reg}(t_i, t_i^*).$$
 
 # %%
+import inspect
 import time
 
 import matplotlib.pyplot as plt
@@ -32,15 +33,21 @@ from matplotlib.patches import Rectangle
 
 import tinyrcnn as tr
 from tinyrcnn.data.shapes import render_shapes_image
-from tinyrcnn.models import generate_anchors, shift_anchors, FasterRCNN
-from tinyrcnn.models.rpn import anchor_targets
+from tinyrcnn.faster_rcnn.anchor_targets import anchor_targets
+from tinyrcnn.faster_rcnn.anchors import generate_anchors, shift_anchors
+from tinyrcnn.faster_rcnn.loss import faster_rcnn_losses
+from tinyrcnn.faster_rcnn.network import FasterRCNN
+from tinyrcnn.faster_rcnn.proposal_layer import proposal_layer
 
 # %% [markdown]
 # ## Anchors
 #
 # `generate_anchors()` gives the 9 reference boxes on the first $16 \times 16$ cell; they are
 # the original code's numbers exactly (the first is $[-84, -40, 99, 55]$, a 2:1 box of area
-# about $128^2$).
+# about $128^2$). From `tinyrcnn/faster_rcnn/anchors.py`:
+
+# %%
+print(inspect.getsource(generate_anchors))
 
 # %%
 anchors = generate_anchors()
@@ -73,7 +80,13 @@ print(all_anchors.shape, '= 38 x 63 x 9 anchors for a 600x1000 image')
 # An anchor is positive when its IoU with a ground-truth box is at least 0.7, or when it is
 # the best anchor of some ground truth (so that every object gets one); negative below 0.3;
 # anchors crossing the image border are ignored while training; 256 are sampled per image, at
-# most half positive. Here on a synthetic image, with anchors sized for its small objects:
+# most half positive (`tinyrcnn/faster_rcnn/anchor_targets.py`):
+
+# %%
+print(inspect.getsource(anchor_targets))
+
+# %% [markdown]
+# Here on a synthetic image, with anchors sized for its small objects:
 
 # %%
 rng = np.random.default_rng(4)
@@ -102,8 +115,14 @@ plt.show()
 #
 # `FasterRCNN` is a `FastRCNN` with an `rpn` on its trunk. At test time one pass gives the
 # feature map, the RPN's proposals (decoded, clipped, NMS at 0.7, best 300) and the head's
-# scores for them. Untrained, its proposals are arbitrary, but the cost is what matters here:
-# compare with selective search on the same image.
+# scores for them. The RPN's outputs become proposals in `tinyrcnn/faster_rcnn/proposal_layer.py`:
+
+# %%
+print(inspect.getsource(proposal_layer))
+
+# %% [markdown]
+# Untrained, its proposals are arbitrary, but the cost is what matters here: compare with
+# selective search on the same image.
 
 # %%
 tr.manual_seed(0)
@@ -134,9 +153,14 @@ plt.show()
 # The paper trains the shared network in four alternating steps (RPN; Fast R-CNN on its
 # proposals; RPN again with the shared convs fixed; the head). Its released code also offers
 # **approximate joint training**: one network, the RPN and detection losses summed, the
-# proposals treated as constants. tinyrcnn has both (`tinyrcnn.train_faster`), and
+# proposals treated as constants. tinyrcnn has both: one image's loss is
+# `tinyrcnn/faster_rcnn/loss.py`, the four steps `tinyrcnn/train/alternating.py`, and
 # `python -m tinyrcnn demo --model faster` runs the whole pipeline on the synthetic data.
-#
+
+# %%
+print(inspect.getsource(faster_rcnn_losses))
+
+# %% [markdown]
 # ## Summary
 # - Anchors: 3 scales x 3 ratios per feature-map cell; positive at IoU >= 0.7 (or best for a
 #   ground truth), negative below 0.3, 256 sampled per image.

@@ -97,3 +97,30 @@ def one_line_error(path, exc=ValueError):
     msg = str(info.value)
     assert '\n' not in msg and str(path) in msg
     return msg
+
+
+def awkward_map(dtype, seed=11):
+    """A (2, 5, 11, 14) feature map with what a max must get right: ties, a block of -inf (a bin
+    of -inf still has a winner), NaNs (they win, as in np.max), -0.0 beside 0.0 (they tie)."""
+    x = np.random.default_rng(seed).standard_normal((2, 5, 11, 14)).astype(dtype)
+    x[0, 1] = np.round(x[0, 1])
+    x[1, 2, 3:6, 4:9] = -np.inf
+    x[1, 3, 2, 5] = x[0, 4, 7, 1] = np.nan
+    x[0, 0, :4] = -0.0
+    x[0, 0, 4:8] = 0.0
+    return x
+
+
+def shapes_set(root, num_train=6, num_test=2, seed=3):
+    """A small synthetic training set and cheap proposals for it: (VOCDetection, proposals)."""
+    from tinyrcnn.data import VOCDetection, make_shapes_voc
+    ds = VOCDetection(make_shapes_voc(root, num_train, num_test, seed=seed), 'trainval')
+    return ds, jittered_proposals(ds)
+
+
+def small_cfg(**kw):
+    """Fast R-CNN settings for a few seconds of training on vgg-tiny."""
+    base = dict(trunk='vgg-tiny', freeze_stages=0, scales=(96,), max_size=160, rois_per_batch=32,
+                lr=0.01, iterations=6, step_size=100, checkpoint_every=1000, source='tiny')
+    base.update(kw)
+    return tr.train.TrainConfig(**base)

@@ -2,12 +2,15 @@
 
 Each script is converted to a notebook in memory and run top to bottom by a fresh kernel on this
 interpreter (so a fresh clone works after `make test`, without `ipykernel install`), in a scratch
-working directory. A notebook passes when every cell runs without error and it shows at least
-one figure. Durations are printed, not asserted: speed targets belong in `tinyrcnn bench`.
+working directory. A notebook passes when every cell runs without error, it shows at least one
+figure and prints the package code it explains (`inspect.getsource`). Durations are printed,
+not asserted: speed targets belong in `tinyrcnn bench`. A static check: no chapter assigns to
+an attribute of the package (a module global or a class), so none switches a code path that way.
 
     .venv/bin/python -m pytest tests/test_notebooks.py -m notebooks
     .venv/bin/python -m pytest tests -m "not notebooks"        # everything else
 """
+import ast
 import glob
 import json
 import os
@@ -42,6 +45,13 @@ def kernel_dir(tmp_path_factory):
     return str(base)
 
 
+def _shows_package_code(nb):
+    """Some code cell prints a function or class of tinyrcnn (its source starts with def/class)."""
+    texts = [out.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+             for out in cell.get('outputs', []) if out.get('name') == 'stdout']
+    return any(line.startswith(('def ', 'class ', '    def ')) for t in texts for line in t.splitlines())
+
+
 def _has_figure(nb):
     return any('image/png' in out.get('data', {})
                for cell in nb.cells if cell.cell_type == 'code' for out in cell.get('outputs', []))
@@ -64,3 +74,37 @@ def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch, capsys):
     with capsys.disabled():
         print(f'\n  {os.path.basename(path)}: executed in {seconds:.1f} s')
     assert _has_figure(nb), f'{path}: no figure (image/png output) was shown'
+    assert _shows_package_code(nb), f'{path}: prints no package code (inspect.getsource)'
+
+
+def package_names(tree):
+    """Names bound by `import tinyrcnn...` or `from tinyrcnn... import ...` in a module."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split('.')[0] for a in node.names if a.name.startswith('tinyrcnn')}
+        elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('tinyrcnn'):
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def assignments_to_the_package(source):
+    """`x.attr = ...` (or +=) where x is a name imported from tinyrcnn: a patched global."""
+    tree = ast.parse(source)
+    names, found = package_names(tree), []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AugAssign) else [])
+        for t in targets:
+            root = t
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(t, ast.Attribute) and isinstance(root, ast.Name) and root.id in names:
+                found.append(f'line {node.lineno}: {ast.unparse(t)}')
+    return found
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def test_no_chapter_patches_the_package(path):
+    assert not assignments_to_the_package(open(path).read()), path
+    assert assignments_to_the_package('from tinyrcnn.speed import winograd\nwinograd.MIN = 1\n')

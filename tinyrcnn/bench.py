@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import backend, nn
+from . import backend, nn, speed
 from .boxes import nms, random_clustered_boxes, random_rois
 from .fast_rcnn.svd import svd_linear
 from .ops.roi_pool import roi_pool
@@ -199,7 +199,9 @@ def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=
 
 
 def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 512, 38, 50)):
-    """Time RoI pooling forward and forward + backward (7x7, scale 1/16) on a VGG16-sized map.
+    """Time RoI pooling forward and forward + backward (7x7, scale 1/16) on a VGG16-sized map,
+    as it runs now (with or without `tinyrcnn.speed`); on the CPU with the speed paths on, the
+    reference forward (`ops/roi_pool.py`'s loop over bins) too, for the price of reading.
 
     Returns rows (name, seconds), the median of `repeats` runs after one warm-up."""
     backend.check_device(device)
@@ -222,6 +224,10 @@ def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 51
         for name, fn in ((f'roi_pool forward, {R} RoIs', forward),
                          (f'roi_pool forward+backward, {R} RoIs', forward_backward)):
             rows.append((f'{name} ({device})', timeit(fn, device, repeats)))
+        if device == 'cpu' and speed.is_enabled():
+            with speed.enabled(False):
+                rows.append((f'roi_pool forward, {R} RoIs, reference loop (cpu)',
+                             timeit(forward, device, 1)))
     return rows
 
 

@@ -59,7 +59,7 @@ DEMOS = {  # model -> (settings class, CPU settings, GPU settings, data set size
     'faster': (FasterTrainConfig, CPU_FASTER_DEMO, GPU_FASTER_DEMO, dict(num_train=1200, num_test=100)),
 }
 DATA = DEMOS['fast'][3]            # the Fast R-CNN demo's data set (chapters 6 and 7 redraw it)
-SPEED_IMAGES = 5                   # test images timed with selective search (~1 s each on a CPU)
+SPEED_IMAGES = 5                   # test images timed with selective search (slow on a CPU)
 
 
 def demo_settings(model='fast', device='cpu'):

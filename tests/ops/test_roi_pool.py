@@ -18,7 +18,7 @@ from tinyrcnn.kernels import cpu
 from tinyrcnn.ops.roi_pool import (RoIPool, roi_pool, roi_spp, round_half_away, _backward_numpy,
                                    _forward_numpy)
 from tinyrcnn.tensor import Tensor
-from helpers import distinct, edge_rois, gpu
+from helpers import awkward_map, distinct, edge_rois, gpu
 
 needs_cxx = pytest.mark.skipif(cpu.compiler() is None, reason='no C++ compiler')
 
@@ -261,12 +261,7 @@ def run_kernels_on_cpu(x, rois, output_size, scale, gy):
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_cu_kernels_on_cpu_equal_numpy(dtype):
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((2, 5, 11, 14)).astype(dtype)
-    x[0, 1] = np.round(x[0, 1])                                   # ties
-    x[1, 2, 3:6, 4:9] = -np.inf                                   # bins of -inf still have a winner
-    x[1, 3, 2, 5] = x[0, 4, 7, 1] = np.nan                        # NaN wins, like np.max
-    x[0, 0, :4] = -0.0                                            # -0.0 ties with 0.0
-    x[0, 0, 4:8] = 0.0
+    x = awkward_map(dtype)                                        # ties, -inf, NaN, -0.0
     rois = edge_rois(11, 14, 1 / 16, seed=12, R=40).astype(dtype)
     for output_size in [(7, 7), (2, 5), (13, 11)]:
         y_ref, argmax_ref = _forward_numpy(x, rois, output_size, 1 / 16)

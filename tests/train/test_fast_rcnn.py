@@ -12,21 +12,12 @@ from tinyrcnn.data import VOCDetection, make_shapes_voc
 from tinyrcnn.fast_rcnn.loss import multitask_loss
 from tinyrcnn.fast_rcnn.minibatch import make_minibatch
 from tinyrcnn.train import FastRCNNTrainer, TrainConfig, make_trainer
-from helpers import jittered_proposals
+from helpers import jittered_proposals, shapes_set, small_cfg
 
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    root = make_shapes_voc(tmp_path_factory.mktemp('shapes'), 6, 2, seed=3)
-    ds = VOCDetection(root, 'trainval')
-    return ds, jittered_proposals(ds)
-
-
-def small_cfg(**kw):
-    base = dict(trunk='vgg-tiny', freeze_stages=0, scales=(96,), max_size=160, rois_per_batch=32,
-                lr=0.01, iterations=6, step_size=100, checkpoint_every=1000, source='tiny')
-    base.update(kw)
-    return TrainConfig(**base)
+    return shapes_set(tmp_path_factory.mktemp('shapes'))
 
 
 def fixed_loss(trainer):

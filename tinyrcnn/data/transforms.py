@@ -73,8 +73,9 @@ def _linear_taps(n_in, n_out):
 def resize_bilinear(image, size):
     """Bilinear resize of a float (H, W, ...) array to size (H', W'), no anti-aliasing, edge
     pixels repeated: what skimage.transform.resize(order=1, mode='edge', anti_aliasing=False)
-    and cv2.resize(INTER_LINEAR) compute, as two separable passes (rows, then columns), about
-    8x faster than the former on the demo's images (it runs twice per training iteration)."""
+    and cv2.resize(INTER_LINEAR) compute, as two separable passes (rows, then columns): several
+    times faster than skimage on the demo's images (BENCHMARKS.md, session 2), and it runs
+    twice per training iteration."""
     lo, hi, w = _linear_taps(image.shape[0], size[0])
     w = w.reshape((-1,) + (1,) * (image.ndim - 1))
     rows = image[lo] * (1 - w) + image[hi] * w
