@@ -155,8 +155,7 @@ targets, weights = expand_targets(v, u, K)                           # (4, 12) e
 cfg = TrainConfig()                                                  # lambda = 1, sigma = 1
 cls_score = tr.Tensor(rng.standard_normal((4, K + 1)))
 bbox_pred = rng.standard_normal((4, 4 * (K + 1)))
-total, l_cls, l_loc = multitask_loss(cls_score, tr.Tensor(bbox_pred), u, targets, weights,
-                                     cfg.loss_lambda, cfg.smooth_l1_sigma)
+total, l_cls, l_loc = multitask_loss(cls_score, tr.Tensor(bbox_pred), u, targets, weights, cfg)
 
 changed = bbox_pred.copy()
 changed[u == 0] += 10.0                                              # background rows only

@@ -83,3 +83,9 @@ def test_detect_and_test_with_the_shipped_demo_model(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith('mAP@0.5 (VOC07 11-point): ')
     assert (tmp_path / 'test' / 'pr_curves.png').exists()
+
+
+def test_faster_rcnn_models_are_tested_at_their_first_scale():
+    from tinyrcnn.cli import _scales
+    assert _scales([480, 600], {'architecture': 'faster_rcnn'}) == (480,)
+    assert _scales([480, 600], {'architecture': 'fast_rcnn'}) == (480, 600)    # a pyramid

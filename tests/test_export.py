@@ -56,6 +56,12 @@ def test_faster_rcnn_round_trip_keeps_anchors_and_proposal_settings(tmp_path):
     np.testing.assert_allclose(b1.numpy(), raw, rtol=1e-4, atol=1e-6)
 
 
+def test_a_faster_model_exported_with_fast_settings_records_joint_training(tmp_path):
+    tr.manual_seed(2)
+    export_model(FasterRCNN('vgg-tiny', 1, 0), tmp_path / 'f', ['a'], MEANS, STDS, TrainConfig(**SETTINGS))
+    assert load_model(tmp_path / 'f')[1]['schedule'] == 'joint'
+
+
 def test_what_is_not_a_saved_model_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='model not found'):
         load_model(str(tmp_path / 'nothing'))

@@ -78,7 +78,8 @@ _FAST_CPU = {}
 
 def fast_cpu(name, x):
     """The faster CPU implementation registered under `name` by `tinyrcnn.speed.enable()`, when
-    `x` (an array or a Tensor) lives on the CPU and one is registered; else None, and the caller runs its reference.
+    `x` (an array or a Tensor) lives on the CPU and one is registered; else None, and the
+    caller runs its reference.
 
     Each op asks once, in its public function (`fast_cpu('roi_pool', x) or RoIPool`). What is
     registered must equal the reference: bit for bit, or to float rounding where the speed

@@ -91,7 +91,7 @@ def cmd_train(args):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
     ds = _dataset(args.data, args.split)
     props = None if args.model == 'faster' else dataset_proposals(ds, args.data, args.proposal_mode)
-    trainer = make_trainer(cfg, ds, args.out, props)
+    trainer = make_trainer(cfg, ds, args.out, proposals=props)
     if args.resume:
         trainer.load_checkpoint()
         print(f'resumed at iteration {trainer.iteration}')
@@ -100,10 +100,16 @@ def cmd_train(args):
     print(f'model saved to {path}')
 
 
+def _scales(scales, info):
+    """The test scales: all of them for Fast R-CNN (several: a pyramid, Sec. 2.4); the first
+    for Faster R-CNN, whose RPN proposes at one scale (as the released code tests)."""
+    return tuple(scales)[:1] if info['architecture'] == 'faster_rcnn' else tuple(scales)
+
+
 def cmd_test(args):
     model, info = load_model(args.weights, args.device)
     ds = _dataset(args.data, args.split)
-    scales = tuple(args.scales) if args.scales else tuple(info['scales'])
+    scales = _scales(args.scales or info['scales'], info)
     # Faster R-CNN's proposals come from the network itself
     props = (None if info['architecture'] == 'faster_rcnn'
              else dataset_proposals(ds, args.data, args.proposal_mode))
@@ -129,8 +135,9 @@ def cmd_detect(args):
                  else selective_search(image, mode=args.proposal_mode))
     t_props = time.time() - t
     t = time.time()
-    dets = detect(model, image, props, score_thresh=args.threshold, scales=tuple(info['scales']),
-                  max_size=info['max_size'], source=info['source'])
+    dets = detect(model, image, props, score_thresh=args.threshold,
+                  scales=_scales(info['scales'], info), max_size=info['max_size'],
+                  source=info['source'])
     t_det = time.time() - t
     names = info['class_names']
     for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):

@@ -62,7 +62,7 @@ DATA = DEMOS['fast'][3]            # the Fast R-CNN demo's data set (chapters 6 
 SPEED_IMAGES = 5                   # test images timed with selective search (slow on a CPU)
 
 
-def demo_settings(model='fast', device='cpu'):
+def demo_settings(device='cpu', model='fast'):
     """The demo's training settings (a dict of the settings class's fields)."""
     config, cpu, gpu, _ = DEMOS[model]
     return dataclasses.asdict(config(**(gpu if device == 'cuda' else cpu)))
@@ -132,7 +132,7 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
 
     log(f'[3/4] training {name} ({cfg.trunk}, {cfg.pretrain_iterations} iterations on object '
         f'crops, then {cfg.iterations} of {cfg.ims_per_batch} image(s) on {device})')
-    trainer = make_trainer(cfg, train_set, os.path.join(out, 'train'), train_props)
+    trainer = make_trainer(cfg, train_set, os.path.join(out, 'train'), proposals=train_props)
     trainer.run()
     model_path = trainer.export(os.path.join(out, 'model'))
     log(f'model: {model_path}; loss curve: {out}/train/loss.png')

@@ -38,7 +38,7 @@ def _labels(labels, where, num_classes):
     return labels
 
 
-def _check_image(item, where, num_classes, keys):
+def _check_item(item, where, num_classes, keys):
     """One image's dict -> float64 boxes (n, 4) and the other `keys` as (n,) NumPy arrays."""
     if not isinstance(item, dict) or 'boxes' not in item or 'labels' not in item:
         raise ValueError(f'{where}: expected a dict with {", ".join(("boxes", "labels") + keys)}, '
@@ -137,8 +137,8 @@ def evaluate_voc(detections, ground_truths, class_names, iou_threshold=0.5, use_
     if not 0 <= iou_threshold <= 1:
         raise ValueError(f'iou_threshold must lie in [0, 1], got {iou_threshold}')
     K = len(class_names)
-    dets = [_check_image(d, f'detections[{i}]', K, ('scores',)) for i, d in enumerate(detections)]
-    gts = [_check_image(g, f'ground_truths[{i}]', K, ('difficult',)) for i, g in enumerate(ground_truths)]
+    dets = [_check_item(d, f'detections[{i}]', K, ('scores',)) for i, d in enumerate(detections)]
+    gts = [_check_item(g, f'ground_truths[{i}]', K, ('difficult',)) for i, g in enumerate(ground_truths)]
 
     result = {'ap': {}, 'precision': {}, 'recall': {}, 'npos': {}}
     for k, name in enumerate(class_names, start=1):

@@ -53,7 +53,8 @@ def export_model(model, path, class_names, means, stds, cfg):
             'created': time.strftime('%Y-%m-%d %H:%M:%S')}
     if faster:
         info.update(anchor_scales=list(model.anchor_scales), anchor_ratios=list(model.anchor_ratios),
-                    rpn_channels=model.rpn_channels, schedule=cfg.schedule, **model.settings)
+                    rpn_channels=model.rpn_channels, schedule=getattr(cfg, 'schedule', 'joint'),
+                    **model.settings)
     atomic_write(base + '.json', lambda f: f.write(json.dumps(info, indent=1).encode()))
     return base + '.npz'
 

@@ -87,6 +87,7 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
     device = property(lambda self: backend.device_of(self.data))
+    T = property(lambda self: self.transpose())        # all axes reversed, as NumPy's .T
 
     def __len__(self):
         return len(self.data)

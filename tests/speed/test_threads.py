@@ -10,7 +10,7 @@ import pytest
 import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn import speed
-from tinyrcnn.speed import threads as parallel
+from tinyrcnn.speed import threads
 from tinyrcnn.speed import winograd
 
 
@@ -30,16 +30,16 @@ def forward_backward(seed):
 def test_ops_split_over_threads_equal_the_whole(monkeypatch, seed):
     monkeypatch.setattr(winograd, 'WINOGRAD_MIN_CHANNELS', 1)
     monkeypatch.setattr(winograd, 'WINOGRAD_MIN_PIXELS', 1)
-    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: False)
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: False)
     whole = forward_backward(seed)
     calls = []
-    split = parallel.split_work
+    split = threads.split_work
 
     def counting(n, elements, fn):
         calls.append(n)
         return split(n, elements, fn)
-    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
-    monkeypatch.setattr(parallel, 'INTRA_OP_MIN_ELEMENTS', 0)   # split everything in two
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0)   # split everything in two
     for module in ('conv', 'layers', 'winograd'):
         monkeypatch.setattr(f'tinyrcnn.speed.{module}.split_work', counting)
     halves = forward_backward(seed)
@@ -49,23 +49,23 @@ def test_ops_split_over_threads_equal_the_whole(monkeypatch, seed):
 
 
 def test_split_work_covers_the_range_once(monkeypatch):
-    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
     seen = np.zeros(1001, int)
 
     def fn(lo, hi):
         seen[lo:hi] += 1
-    parallel.split_work(1001, 1 << 30, fn)
+    threads.split_work(1001, 1 << 30, fn)
     assert (seen == 1).all()
 
 
 def test_no_split_off_the_main_thread_or_with_a_spinning_blas(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
-    monkeypatch.setattr(parallel, 'blas_idle_sleeps', lambda: True)
-    assert parallel.intra_op_threads() is ((__import__('os').cpu_count() or 1) >= 2)
+    monkeypatch.setattr(threads, 'blas_idle_sleeps', lambda: True)
+    assert threads.intra_op_threads() is ((__import__('os').cpu_count() or 1) >= 2)
     with ThreadPoolExecutor(1) as pool:                        # training's image threads
-        assert pool.submit(parallel.intra_op_threads).result() is False
-    monkeypatch.setattr(parallel, 'blas_idle_sleeps', lambda: False)
-    assert parallel.intra_op_threads() is False
+        assert pool.submit(threads.intra_op_threads).result() is False
+    monkeypatch.setattr(threads, 'blas_idle_sleeps', lambda: False)
+    assert threads.intra_op_threads() is False
 
 
 def test_split_work_in_a_forked_child_does_not_hang(monkeypatch):
@@ -74,14 +74,14 @@ def test_split_work_in_a_forked_child_does_not_hang(monkeypatch):
     import multiprocessing
     if 'fork' not in multiprocessing.get_all_start_methods():
         pytest.skip('no fork on this platform')
-    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
     seen = np.zeros(10, int)
 
     def fn(lo, hi):
         seen[lo:hi] += 1
-    parallel.split_work(10, 1 << 30, fn)                       # the helper thread exists now
+    threads.split_work(10, 1 << 30, fn)                       # the helper thread exists now
     child = multiprocessing.get_context('fork').Process(
-        target=parallel.split_work, args=(10, 1 << 30, fn))
+        target=threads.split_work, args=(10, 1 << 30, fn))
     child.start()
     child.join(30)
     alive = child.is_alive()
@@ -94,21 +94,21 @@ def test_matmul_stack_equals_numpy_split_or_not(monkeypatch):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((16, 20, 30)), rng.standard_normal((16, 30, 40))
     whole = np.matmul(a, b)
-    monkeypatch.setattr(parallel, 'intra_op_threads', lambda: True)
-    monkeypatch.setattr(parallel, 'INTRA_OP_MIN_ELEMENTS', 0)
-    monkeypatch.setattr(parallel, 'usable_cores', lambda: 2)
-    np.testing.assert_array_equal(parallel.matmul_stack(a, b), whole)
-    np.testing.assert_array_equal(parallel.matmul_stack(a[:1], b[:1]), whole[:1])
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0)
+    monkeypatch.setattr(threads, 'usable_cores', lambda: 2)
+    np.testing.assert_array_equal(threads.matmul_stack(a, b), whole)
+    np.testing.assert_array_equal(threads.matmul_stack(a[:1], b[:1]), whole[:1])
 
 
 def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     import platform
-    parallel.keep_freed_memory.cache_clear()
+    threads.keep_freed_memory.cache_clear()
     monkeypatch.setenv('TINYRCNN_DEFAULT_MALLOC', '1')
-    assert parallel.keep_freed_memory() is False                 # the opt-out is honoured
-    parallel.keep_freed_memory.cache_clear()
+    assert threads.keep_freed_memory() is False                 # the opt-out is honoured
+    threads.keep_freed_memory.cache_clear()
     monkeypatch.delenv('TINYRCNN_DEFAULT_MALLOC')
-    assert parallel.keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')
+    assert threads.keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')
 
 
 def _blas_threads_now(setter):
@@ -122,13 +122,13 @@ def test_blas_threads_is_scoped_and_threaded_parts_give_the_cores_back():
     thread from a pool initializer, which OpenBLAS applies to the whole process, so every matrix
     product after a threaded training step ran on one core."""
     from tinyrcnn.train.parts import backward_parts
-    setter = parallel._openblas_threads_setter()
+    setter = threads._openblas_threads_setter()
     if setter is None:
         pytest.skip('NumPy is not linked to OpenBLAS here')
     before = _blas_threads_now(setter)
     setter(2)
     try:
-        with parallel.blas_threads(1) as took:
+        with threads.blas_threads(1) as took:
             assert took and _blas_threads_now(setter) == 1
         assert _blas_threads_now(setter) == 2
         seen = []
@@ -151,7 +151,7 @@ def test_the_command_line_lets_openblas_threads_sleep():
     """`python -m tinyrcnn` sets OPENBLAS_THREAD_TIMEOUT before NumPy loads (unless the user
     chose a value), which is what lets `split_work` use the second core; `import tinyrcnn`
     does not. The probe stands in for the command line's entry point."""
-    if parallel._openblas_threads_setter() is None:
+    if threads._openblas_threads_setter() is None:
         pytest.skip('NumPy is not linked to OpenBLAS here')
     env = {k: v for k, v in os.environ.items() if k != 'OPENBLAS_THREAD_TIMEOUT'}
     probe = ('import runpy, sys\nsys.argv = ["tinyrcnn", "--help"]\n'
@@ -169,7 +169,7 @@ def test_blas_threads_blocks_that_overlap_on_two_threads_restore_once():
     """A enters, B enters, A leaves, B leaves: the number is restored when the last one
     leaves, not to A's "previous" (which would be B's one thread, for good)."""
     import threading
-    setter = parallel._openblas_threads_setter()
+    setter = threads._openblas_threads_setter()
     if setter is None:
         pytest.skip('NumPy is not linked to OpenBLAS here')
     before = _blas_threads_now(setter)
@@ -178,22 +178,22 @@ def test_blas_threads_blocks_that_overlap_on_two_threads_restore_once():
     inside = []
 
     def a():
-        with parallel.blas_threads(1):
+        with threads.blas_threads(1):
             a_in.set()
             b_in.wait(10)
         a_out.set()
 
     def b():
         a_in.wait(10)
-        with parallel.blas_threads(1):
+        with threads.blas_threads(1):
             b_in.set()
             a_out.wait(10)
             inside.append(_blas_threads_now(setter))      # A has left; B still needs one
     try:
-        threads = [threading.Thread(target=f) for f in (a, b)]
-        for t in threads:
+        workers = [threading.Thread(target=f) for f in (a, b)]
+        for t in workers:
             t.start()
-        for t in threads:
+        for t in workers:
             t.join(20)
         assert inside == [1] and _blas_threads_now(setter) == 2
     finally:

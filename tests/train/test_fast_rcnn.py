@@ -11,7 +11,7 @@ from tinyrcnn import speed
 from tinyrcnn.data import VOCDetection, make_shapes_voc
 from tinyrcnn.fast_rcnn.loss import multitask_loss
 from tinyrcnn.fast_rcnn.minibatch import make_minibatch
-from tinyrcnn.train import FastRCNNTrainer, TrainConfig, make_trainer
+from tinyrcnn.train import FastRCNNTrainer, TrainConfig, Trainer, make_trainer
 from helpers import jittered_proposals, shapes_set, small_cfg
 
 
@@ -84,6 +84,8 @@ def test_config_rejects_unknown_settings_and_missing_checkpoint(shapes, tmp_path
         FastRCNNTrainer(small_cfg(), ds, props, str(tmp_path)).load_checkpoint()
     with pytest.raises(ValueError, match='proposals'):
         make_trainer(small_cfg(), ds, str(tmp_path))              # Fast R-CNN needs them
+    with pytest.raises(TypeError, match='FastRCNNTrainer'):
+        Trainer(small_cfg(), ds, props, str(tmp_path))            # the base loop needs a model
 
 
 def test_threads_give_the_batched_gradient_and_the_same_result_every_time(tmp_path):

@@ -147,3 +147,18 @@ def test_alternating_step_two_restarts_from_the_pretrained_trunk(shapes, tmp_pat
     assert not np.array_equal(resumed.model.features[0].weight.numpy(), pretrained)
     alternating.enter_step(resumed, 1)                      # step 2 puts the pretrained one back
     np.testing.assert_array_equal(resumed.model.features[0].weight.numpy(), pretrained)
+
+
+def test_two_images_with_dropout_stay_on_one_thread_and_reproducible(shapes):
+    # dropout draws its masks from one shared generator: threads would interleave the draws,
+    # so with dropout the parts run one after the other, and runs repeat exactly
+    train_set, _ = shapes
+    histories = []
+    for _ in range(2):
+        cfg = FasterTrainConfig(**dict(TINY, dropout=0.5), ims_per_batch=2, threads=2,
+                                iterations=2, step_size=100)
+        t = FasterRCNNTrainer(cfg, train_set, None)
+        with speed.enabled():
+            t.run(show_progress=False)
+        histories.append(np.array(t.history))
+    np.testing.assert_array_equal(histories[0], histories[1])

@@ -37,7 +37,8 @@ def _settings(source):
 def preprocess(image, source='torchvision'):
     """(H, W, 3) RGB pixels in 0..255 (uint8 or float) -> float32 (3, H, W) network input."""
     p, channels, mean, std = _settings(source)
-    x = check_image(image, uint8=False, min_side=0).astype(np.float32)[:, :, channels]  # (H, W, 3) in the trunk's order
+    x = check_image(image, uint8=False, min_side=0).astype(np.float32)
+    x = x[:, :, channels]                                       # (H, W, 3) in the trunk's order
     x = (x * np.float32(p['scale']) - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
 

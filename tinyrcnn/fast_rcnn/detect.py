@@ -96,8 +96,8 @@ def im_detect(model, image, proposals=None, scales=(600,), max_size=1000, source
     the same factor. Several scales (Sec. 2.4): the whole pyramid goes in one zero-padded batch
     and each RoI's batch index picks the level where it is closest to 224 x 224 pixels. Given
     proposals that pool the same cells are scored once (`dedup`; the original code's
-    DEDUP_BOXES, also only without an RPN). The saved model predicts raw offsets, decoded against the proposals in
-    original pixels, then clipped to the image.
+    DEDUP_BOXES, also only without an RPN). The saved model predicts raw offsets, decoded
+    against the proposals in original pixels, then clipped to the image.
 
     Returns scores (P, K+1) float32 softmax probabilities (column 0 background), boxes
     (P, 4(K+1)) float32 (column block k: the class-k box) and the proposals (P, 4) float32, all

@@ -12,16 +12,16 @@ foreground RoIs and 0 elsewhere: that is [u >= 1] and the choice of t^u in one m
 from .. import functional as F
 
 
-def multitask_loss(cls_score, bbox_pred, labels, bbox_targets, bbox_weights, loss_lambda=1.0,
-                   sigma=1.0):
+def multitask_loss(cls_score, bbox_pred, labels, bbox_targets, bbox_weights, cfg=None,
+                   loss_lambda=1.0, sigma=1.0):
     """L = L_cls(p, u) + lambda [u >= 1] L_loc(t^u, v) (Sec. 2.3, eq. 1), mean over the RoIs.
 
     cls_score (R, K+1) and bbox_pred (R, 4(K+1)) Tensors; labels (R,); bbox_targets and
-    bbox_weights (R, 4(K+1)). sigma = 1 is the paper's smooth L1. In place of loss_lambda a
-    settings object (`TrainConfig`) may be given: its loss_lambda and smooth_l1_sigma are used.
+    bbox_weights (R, 4(K+1)). lambda and the smooth L1's sigma (1: the paper's) come from the
+    training settings `cfg` (`TrainConfig.loss_lambda`, `smooth_l1_sigma`) when given.
     Returns (L, L_cls, L_loc)."""
-    if hasattr(loss_lambda, 'loss_lambda'):
-        loss_lambda, sigma = loss_lambda.loss_lambda, loss_lambda.smooth_l1_sigma
+    if cfg is not None:
+        loss_lambda, sigma = cfg.loss_lambda, cfg.smooth_l1_sigma
     loss_cls = F.cross_entropy(cls_score, labels)
     loss_loc = F.smooth_l1_loss(bbox_pred, bbox_targets, bbox_weights, sigma=sigma)
     return loss_cls + loss_loc * loss_lambda, loss_cls, loss_loc

@@ -6,10 +6,8 @@ to the size fc6 expects (7x7 for VGG16), its last layer and softmax become two s
 images and RoIs in those images. conv1 and conv2 stay frozen (Sec. 4.5: "not all conv layers
 should be fine-tuned"). `compress()` applies truncated SVD to fc6 and fc7 (Sec. 3.1).
 """
-import numpy as np
-
 from .. import nn
-from ..seed import rng
+from ..seed import gaussian
 from ..vgg import VGG, vgg16, vgg_tiny
 from .svd import svd_linear
 
@@ -22,10 +20,6 @@ def build_trunk(trunk, weights=None):
     if trunk not in builders:
         raise ValueError(f"unknown trunk {trunk!r}; choose 'vgg16', 'vgg-tiny' or pass a VGG model")
     return builders[trunk](weights=weights)
-
-
-def _normal(shape, std):
-    return (rng().standard_normal(shape) * std).astype(np.float32)
 
 
 class FastRCNN(nn.Module):
@@ -59,8 +53,8 @@ class FastRCNN(nn.Module):
         self.cls_score = nn.Linear(hidden, num_classes + 1)
         self.bbox_pred = nn.Linear(hidden, 4 * (num_classes + 1))
         # Sec. 2.2/2.3: the new layers start from zero-mean Gaussians, std 0.01 and 0.001.
-        self.cls_score.weight.data = _normal(self.cls_score.weight.shape, 0.01)
-        self.bbox_pred.weight.data = _normal(self.bbox_pred.weight.shape, 0.001)
+        self.cls_score.weight.data = gaussian(self.cls_score.weight.shape, 0.01)
+        self.bbox_pred.weight.data = gaussian(self.bbox_pred.weight.shape, 0.001)
         self.cls_score.bias.data[:] = 0
         self.bbox_pred.bias.data[:] = 0
         self.freeze_stages = freeze_stages

@@ -60,7 +60,6 @@ def faster_rcnn_losses(model, images, im_info, gt_boxes, gt_labels, cfg, rng, pr
             cls_score, bbox_pred = model.head(feats, proposal_rois(rois, feats))
             on = lambda a: backend.to_device(a, feats.device)  # noqa: E731
             _, out['cls'], out['loc'] = multitask_loss(
-                cls_score, bbox_pred, on(labels), on(bbox_targets), on(bbox_weights),
-                cfg.loss_lambda, cfg.smooth_l1_sigma)
+                cls_score, bbox_pred, on(labels), on(bbox_targets), on(bbox_weights), cfg)
     out['loss'] = out['rpn_cls'] + out['rpn_loc'] + out['cls'] + out['loc'] * cfg.loss_lambda
     return out

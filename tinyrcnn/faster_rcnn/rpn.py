@@ -16,11 +16,7 @@ import numpy as np
 
 from .. import backend, nn
 from .. import functional as F
-from ..seed import rng
-
-
-def _normal(shape, std):
-    return (rng().standard_normal(shape) * std).astype(np.float32)
+from ..seed import gaussian
 
 
 class RPNHead(nn.Module):
@@ -33,7 +29,7 @@ class RPNHead(nn.Module):
         self.cls_score = nn.Conv2d(mid_channels, 2 * num_anchors, 1)
         self.bbox_pred = nn.Conv2d(mid_channels, 4 * num_anchors, 1)
         for layer in (self.conv, self.cls_score, self.bbox_pred):
-            layer.weight.data = _normal(layer.weight.shape, 0.01)
+            layer.weight.data = gaussian(layer.weight.shape, 0.01)
             layer.bias.data[:] = 0
         self.num_anchors = num_anchors
 

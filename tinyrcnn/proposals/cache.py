@@ -43,7 +43,8 @@ def compute_dataset_proposals(dataset, cache_path, mode='fast', max_proposals=20
                 if same:                 # keep every image, also those of other splits
                     cached = {key: z[key] for key in z.files if not key.startswith('__')}
         except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); delete it to recompute') from e
+            raise ValueError(f'{cache_path}: not a readable proposal cache ({e}); '
+                             f'delete it to recompute') from e
     missing = [i for i, image_id in enumerate(ids) if str(image_id) not in cached]
     if missing:
         workers = min(workers or os.cpu_count() or 1, len(missing))

@@ -9,7 +9,9 @@ Each thread builds its graph on its own replica of the model: new Parameter obje
 the model's arrays, so each part's gradients land in its replica's .grad. They are then added
 into the model's .grad in part order, which makes the result that of the sequential loop, bit
 for bit, whatever the threads' timing. This is data parallelism in the manner of Krizhevsky's
-"one weird trick" (2014), on threads.
+"one weird trick" (2014), on threads. What it assumes of the model: its forward pass changes
+no state of its own (a replica's changes would be lost; no tinyrcnn layer does), and no other
+thread turns off graph recording meanwhile (`no_grad` is one flag for the whole process).
 """
 import copy
 
@@ -32,6 +34,9 @@ def replicate(model):
 def backward_parts_on_threads(run, parts, model, threads):
     """`train.parts.backward_parts` with the parts on `threads` threads, one BLAS thread each."""
     replicas = [replicate(model) for _ in parts]
+    params = model.parameters()
+    for p in params:                                         # no stale gradient survives an error
+        p.grad = None
 
     def one(k):
         losses, weight = run(replicas[k], parts[k])
@@ -40,9 +45,6 @@ def backward_parts_on_threads(run, parts, model, threads):
 
     with blas_threads(1):                                    # each worker's products on one core
         values = list(thread_pool(threads).map(one, range(len(parts))))
-    params = model.parameters()
-    for p in params:
-        p.grad = None
     for replica in replicas:                                 # fixed order: part 0, 1, ...
         for p, q in zip(params, replica.parameters()):
             if q.grad is not None:

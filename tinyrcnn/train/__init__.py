@@ -18,7 +18,7 @@ __all__ = ['TrainConfig', 'FasterTrainConfig', 'Trainer', 'FastRCNNTrainer', 'Fa
            'make_trainer']
 
 
-def make_trainer(cfg, dataset, out_dir, proposals=None):
+def make_trainer(cfg, dataset, out_dir, *, proposals=None):
     """The trainer for `cfg`: Faster R-CNN's for a FasterTrainConfig (no proposals needed),
     else Fast R-CNN's, which needs `proposals` (dict image id -> (P, 4) boxes)."""
     if isinstance(cfg, FasterTrainConfig):

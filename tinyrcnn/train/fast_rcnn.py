@@ -53,6 +53,5 @@ class FastRCNNTrainer(Trainer):
         batch, weight = part
         images, rois, labels, targets, weights = (backend.to_device(a, self.cfg.device) for a in batch)
         cls_score, bbox_pred = model(Tensor(images), rois)
-        losses = multitask_loss(cls_score, bbox_pred, labels, targets, weights,
-                                self.cfg.loss_lambda, self.cfg.smooth_l1_sigma)
+        losses = multitask_loss(cls_score, bbox_pred, labels, targets, weights, self.cfg)
         return list(losses), weight

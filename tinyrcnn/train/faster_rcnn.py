@@ -43,7 +43,6 @@ class FasterRCNNTrainer(Trainer):
         model = model or FasterRCNN(cfg.trunk, len(dataset.class_names), cfg.freeze_stages,
                                     weights=cfg.weights, **cfg.model_settings())
         super().__init__(cfg, dataset, model, out_dir)
-        self.title = f'Faster R-CNN losses ({cfg.schedule})'
         # each image's ground truth (difficult objects left out; images with none skipped)
         self.roidb = prepare_roidb(dataset, _no_proposals, cfg)
         # the released code's fixed target statistics: no pass over the data needed
@@ -53,6 +52,14 @@ class FasterRCNNTrainer(Trainer):
         self.initial_state = self.model.state_dict()   # alternating step 2 restarts the trunk here
         self.step1_proposals = None                    # alternating: boxes of the step-1 RPN
         self.step_index, self.stage = None, 'joint'
+
+    @property
+    def title(self):
+        return f'Faster R-CNN losses ({self.cfg.schedule})'
+
+    def loss_text(self, m):
+        return (f'loss {m[0]:.3f} (rpn {m[1]:.3f}/{m[2]:.3f}, head {m[3]:.3f}/{m[4]:.3f}) '
+                f'lr {self.optimizer.lr:.2g}')
 
     def prepare_step(self, it):
         self.step_index, self.stage = alternating.stage_at(self.cfg, it)

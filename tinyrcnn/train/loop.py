@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from .. import nn
 from ..export import export_model
 from ..optim import SGD, Adam, StepLR
 from ..seed import manual_seed
@@ -48,6 +49,10 @@ class Trainer:
     title = ''             # of the loss curve
 
     def __init__(self, cfg, dataset, model, out_dir):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f'Trainer(cfg, dataset, model, out_dir) is the loop both detectors '
+                            f'share, and needs a model, got {type(model).__name__}; train with '
+                            f'FastRCNNTrainer(cfg, dataset, proposals, out_dir) or FasterRCNNTrainer')
         self.cfg, self.dataset, self.out_dir = cfg, dataset, out_dir
         self.class_names = list(dataset.class_names)
         self.num_classes = len(self.class_names)

@@ -24,11 +24,13 @@ def backward_parts(run, parts, model, threads=1):
     .grad (old gradients are cleared first).
 
     run(model, part) -> (list of loss Tensors, weight); the first loss is the one minimised.
-    With the CPU speed path enabled and threads > 1, the parts run on that many threads.
-    Returns the weighted sums of the losses, as floats."""
+    With the CPU speed path enabled, the parts run on up to `threads` threads where
+    `usable_threads` allows (not with dropout active). Returns the weighted sums of the
+    losses, as floats."""
     params = model.parameters()
     on_threads = backend.fast_cpu('backward_parts', params[0]) if params else None
-    if on_threads is not None and threads > 1 and len(parts) > 1:
+    threads = usable_threads(model, threads, len(parts), params[0].device) if params else 1
+    if on_threads is not None and threads > 1:
         return on_threads(run, parts, model, threads)
     for p in params:
         p.grad = None

@@ -174,7 +174,8 @@ def pretrain_vgg_tiny(path, num_images=2000, iterations=3000, batch=64, crop=48,
             m.p = 0.0
     opt = Adam([p for _, p in model.trainable_parameters()], lr=lr)
     history = []
-    for stage, (its, rate) in enumerate(((iterations * 3 // 4, lr), (iterations - iterations * 3 // 4, lr / 10))):
+    first = iterations * 3 // 4                              # then the rate drops 10x
+    for stage, (its, rate) in enumerate(((first, lr), (iterations - first, lr / 10))):
         opt.lr = rate
         history += [(h[0] + len(history),) + h[1:] for h in
                     pretrain_on_crops(model, crops, labels, opt, its, batch, 'tiny', seed + stage, device,
