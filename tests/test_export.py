@@ -67,9 +67,21 @@ def test_what_is_not_a_saved_model_is_one_clear_error(tmp_path):
         load_model(str(tmp_path / 'nothing'))
     tr.manual_seed(0)
     export_model(FastRCNN('vgg-tiny', 1, 0), tmp_path / 'm', ['a'], MEANS, STDS, TrainConfig(**SETTINGS))
+    info = json.loads((tmp_path / 'm.json').read_text())
     (tmp_path / 'm.json').write_text('{not json')
     with pytest.raises(ValueError, match='not JSON'):
         load_model(tmp_path / 'm')
-    (tmp_path / 'm.json').write_text(json.dumps({'architecture': 'yolo'}))
-    with pytest.raises(ValueError, match="unknown architecture 'yolo'"):
+    for change, message in [({'architecture': 'yolo'}, "architecture='yolo': expected one of"),
+                            ({'trunk': 3}, "trunk=3: expected one of 'vgg16', 'vgg-tiny'"),
+                            ({'scales': 'big'}, "scales='big': expected a non-empty list"),
+                            ({'num_classes': 2}, 'class_names'), ({'roi_size': [7]}, 'roi_size'),
+                            ({'spatial_scale': -1}, 'spatial_scale=-1: expected a number > 0')]:
+        (tmp_path / 'm.json').write_text(json.dumps(dict(info, **change)))
+        with pytest.raises(ValueError, match=message):
+            load_model(tmp_path / 'm')
+    (tmp_path / 'm.json').write_text(json.dumps({k: v for k, v in info.items() if k != 'source'}))
+    with pytest.raises(ValueError, match="'source' is missing"):
+        load_model(tmp_path / 'm')
+    (tmp_path / 'm.json').write_text('[1, 2]')
+    with pytest.raises(ValueError, match='JSON object'):
         load_model(tmp_path / 'm')

@@ -15,8 +15,8 @@ PACKAGE = os.path.join(ROOT, 'tinyrcnn')
 LAYERS = [
     ('engine', ['backend', 'tensor', 'seed', 'ops', 'kernels', 'functional', 'nn', 'optim',
                 'gradient_check']),
-    ('shared', ['utils', 'boxes', 'eval', 'viz', 'weights', 'torch_format', 'vgg', 'data',
-                'proposals']),
+    ('shared', ['utils', 'checks', 'boxes', 'eval', 'viz', 'weights', 'torch_format', 'vgg',
+                'data', 'proposals']),
     ('Fast R-CNN', ['fast_rcnn']),
     ('Faster R-CNN', ['faster_rcnn']),
     ('detector files', ['export']),

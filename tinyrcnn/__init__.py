@@ -19,8 +19,8 @@ _NAMES = {
     'rel_error': ('gradient_check', 'rel_error'), 'manual_seed': ('seed', 'manual_seed'),
 }
 _SUBMODULES = ('backend', 'tensor', 'ops', 'kernels', 'functional', 'nn', 'optim', 'gradient_check',
-               'seed', 'utils', 'boxes', 'eval', 'viz', 'weights', 'torch_format', 'vgg', 'data',
-               'proposals', 'models', 'fast_rcnn', 'faster_rcnn', 'export', 'train', 'speed',
+               'seed', 'utils', 'checks', 'boxes', 'eval', 'viz', 'weights', 'torch_format', 'vgg',
+               'data', 'proposals', 'models', 'fast_rcnn', 'faster_rcnn', 'export', 'train', 'speed',
                'cli', 'demo', 'bench')
 
 

@@ -4,6 +4,7 @@ Bad files, paths or arguments end with one line `error: ...` on stderr and a non
 status, never a traceback.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -81,23 +82,68 @@ def _settings(pairs):
 
 
 def cmd_train(args):
-    config = FasterTrainConfig if args.model == 'faster' else TrainConfig
-    settings = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed)
-    if args.iterations:
-        settings['iterations'] = args.iterations
-    settings.update(_settings(args.set))
-    cfg = config.from_dict(settings)
+    given = dict(trunk=args.trunk, weights=args.weights, device=args.device, seed=args.seed,
+                 iterations=args.iterations)
+    given = {k: v for k, v in given.items() if v is not None}
+    given.update(_settings(args.set))
+    if args.resume:                      # the run's own settings, and what is given on top
+        kind, saved = _saved_settings(args.out, args.model)
+        settings = dict(saved, **given)
+    else:
+        kind, settings = args.model or 'fast', dict(dict(trunk='vgg16', device='cpu', seed=0), **given)
+    cfg = (FasterTrainConfig if kind == 'faster' else TrainConfig).from_dict(settings)
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
     ds = _dataset(args.data, args.split)
-    props = None if args.model == 'faster' else dataset_proposals(ds, args.data, args.proposal_mode)
+    props = None if kind == 'faster' else dataset_proposals(ds, args.data, args.proposal_mode)
     trainer = make_trainer(cfg, ds, args.out, proposals=props)
     if args.resume:
-        trainer.load_checkpoint()
-        print(f'resumed at iteration {trainer.iteration}')
+        trainer.load_checkpoint(override=args.override)
+        for _, why in trainer.resumed['skipped']:      # why names the file
+            print(f'skipped {why}')
+        if trainer.resumed['overridden']:
+            print('settings overridden: ' + '; '.join(trainer.resumed['overridden']))
+        print(f"resumed from {os.path.basename(trainer.resumed['path'])} at iteration {trainer.iteration}")
     trainer.run()
+    if trainer.skipped:
+        print(f'skipped {len(trainer.skipped)} batch(es) with a non-finite loss, at iterations '
+              f'{trainer.skipped[:20]}')
     path = trainer.export(os.path.join(args.out, 'model'))
     print(f'model saved to {path}')
+
+
+def _read_proposals(path):
+    """A .npy of (P, 4) boxes, one error line naming the file otherwise."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: proposals file not found') from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f'{path}: not a .npy of (P, 4) boxes ({e})') from None
+
+
+def _saved_settings(out_dir, model=None):
+    """('fast' or 'faster', the settings) of the newest checkpoint in out_dir whose description
+    reads; `model`, where given, must be the checkpoint's kind."""
+    from .train.checkpoint import checkpoint_files, read_meta
+    files = checkpoint_files(out_dir)
+    if not files:
+        raise FileNotFoundError(f'no checkpoint to resume from in {out_dir}')
+    damaged = []
+    for path in files:
+        try:
+            saved = read_meta(path)['config']
+        except (ValueError, KeyError, TypeError) as e:
+            damaged.append(str(e) if isinstance(e, ValueError) else f'{path}: no settings')
+            continue
+        fast = {f.name for f in dataclasses.fields(TrainConfig)}
+        faster = {f.name for f in dataclasses.fields(FasterTrainConfig)}
+        kind = 'faster' if set(saved) & (faster - fast) else 'fast'
+        if model not in (None, kind):
+            raise ValueError(f'{path} is a checkpoint of {kind.capitalize()} R-CNN, not of '
+                             f'{model.capitalize()} R-CNN: use --model {kind} or another --out')
+        return kind, saved
+    raise ValueError(f'no usable checkpoint in {out_dir}: ' + '; '.join(damaged))
 
 
 def _scales(scales, info):
@@ -130,14 +176,18 @@ def cmd_detect(args):
     image = read_image(args.image)
     t = time.time()
     props = None                                     # Faster R-CNN: the RPN proposes
-    if info['architecture'] != 'faster_rcnn':
-        props = (np.load(args.proposals, allow_pickle=False) if args.proposals
-                 else selective_search(image, mode=args.proposal_mode))
-    t_props = time.time() - t
-    t = time.time()
-    dets = detect(model, image, props, score_thresh=args.threshold,
-                  scales=_scales(info['scales'], info), max_size=info['max_size'],
-                  source=info['source'])
+    if info['architecture'] != 'faster_rcnn' and args.proposals:
+        props = _read_proposals(args.proposals)
+    try:
+        if info['architecture'] != 'faster_rcnn' and not args.proposals:
+            props = selective_search(image, mode=args.proposal_mode)
+        t_props = time.time() - t
+        t = time.time()
+        dets = detect(model, image, props, score_thresh=args.threshold,
+                      scales=_scales(info['scales'], info), max_size=info['max_size'],
+                      source=info['source'])
+    except ValueError as e:                          # say which image could not be used
+        raise ValueError(f'{args.image}: {e}') from None
     t_det = time.time() - t
     names = info['class_names']
     for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
@@ -191,14 +241,18 @@ def build_parser():
     t = sub.add_parser('train', help='train Fast R-CNN on a VOC-format data set')
     t.add_argument('--data', required=True, help='VOC-format root (Annotations/, JPEGImages/, ...)')
     t.add_argument('--split', default='trainval')
-    t.add_argument('--model', choices=['fast', 'faster'], default='fast')
-    t.add_argument('--trunk', default='vgg16', choices=['vgg16', 'vgg-tiny'])
+    t.add_argument('--model', choices=['fast', 'faster'], default=None,
+                   help="default 'fast'; with --resume, the checkpoint's")
+    t.add_argument('--trunk', default=None, choices=['vgg16', 'vgg-tiny'], help='default vgg16')
     t.add_argument('--weights', default=None, help='pretrained VGG16 (.pth or .npz)')
     t.add_argument('--iterations', type=int, default=None)
     t.add_argument('--out', default='runs/fast_rcnn')
-    t.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.npz')
-    t.add_argument('--device', default='cpu')
-    t.add_argument('--seed', type=int, default=0)
+    t.add_argument('--resume', action='store_true',
+                   help="continue from OUT's newest whole checkpoint, with its settings")
+    t.add_argument('--override', action='store_true',
+                   help='with --resume: accept settings (or data) that differ from the checkpoint\'s')
+    t.add_argument('--device', default=None, help="'cpu' (default) or 'cuda'")
+    t.add_argument('--seed', type=int, default=None, help='default 0')
     t.add_argument('--proposal-mode', default='fast')
     t.add_argument('--set', nargs='*', metavar='KEY=VALUE',
                    help='any TrainConfig setting, e.g. --set lr=0.002 scales=[480,600]')

@@ -17,12 +17,45 @@ import time
 
 import numpy as np
 
+from .checks import check_fields, choice, integer, number, numbers_list, optional, require, sizes
+from .data.transforms import PREPROCESS
 from .fast_rcnn.network import FastRCNN
 from .faster_rcnn.network import RPN_DEFAULTS, FasterRCNN
 from .utils import atomic_write
-from .weights import load_weights, save_npz
+from .weights import load_into, save_npz
 
 ARCHITECTURES = {'fast_rcnn': FastRCNN, 'faster_rcnn': FasterRCNN}
+REQUIRED = ('architecture', 'trunk', 'num_classes', 'class_names', 'source', 'scales', 'max_size',
+            'roi_size', 'spatial_scale')
+FASTER_REQUIRED = ('anchor_scales', 'anchor_ratios', 'rpn_channels', *RPN_DEFAULTS)
+RULES = {   # what a model description's values must be (`check_fields`)
+    'architecture': choice(*ARCHITECTURES), 'trunk': choice('vgg16', 'vgg-tiny'),
+    'num_classes': integer(1), 'source': choice(*PREPROCESS), 'scales': sizes(),
+    'max_size': integer(1), 'freeze_stages': integer(0, 5), 'roi_size': sizes(),
+    'spatial_scale': number(0, open_low=True), 'anchor_scales': numbers_list(),
+    'anchor_ratios': numbers_list(), 'rpn_channels': optional(integer(1)),
+    'train_pre_nms_top_n': integer(), 'train_post_nms_top_n': integer(),
+    'test_pre_nms_top_n': integer(), 'test_post_nms_top_n': integer(),
+    'rpn_nms_thresh': number(0, 1), 'rpn_min_size': number(0),
+}
+
+
+def check_info(info, where):
+    """A model description (the JSON beside the weights) -> the same dict, or one ValueError
+    naming the key, its value and what is expected."""
+    if not isinstance(info, dict):
+        raise ValueError(f'{where}: expected a JSON object describing a model')
+    require(info, REQUIRED + (FASTER_REQUIRED if info.get('architecture') == 'faster_rcnn' else ()),
+            where)
+    check_fields(info, RULES, f'{where}:')
+    names = info['class_names']
+    if not (isinstance(names, list) and len(names) == info['num_classes']
+            and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{where}: class_names={names!r}: expected a list of num_classes="
+                         f"{info['num_classes']} names")
+    if len(info['roi_size']) != 2:
+        raise ValueError(f"{where}: roi_size={info['roi_size']!r}: expected [height, width]")
+    return info
 
 
 def _base(path):
@@ -70,10 +103,8 @@ def load_model(path, device='cpu'):
             info = json.load(f)
         except json.JSONDecodeError:
             raise ValueError(f'{base}.json is not a model description (not JSON)') from None
-    architecture = info.get('architecture') if isinstance(info, dict) else None
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f'{base}.json: unknown architecture {architecture!r}; expected one of '
-                         f'{sorted(ARCHITECTURES)}')
+    check_info(info, f'{base}.json')
+    architecture = info['architecture']
     args = (info['trunk'], info['num_classes'], info.get('freeze_stages', 0),
             tuple(info['roi_size']), info['spatial_scale'])
     if architecture == 'faster_rcnn':
@@ -82,5 +113,5 @@ def load_model(path, device='cpu'):
                            rpn_channels=info['rpn_channels'], **{k: info[k] for k in RPN_DEFAULTS})
     else:
         model = FastRCNN(*args)
-    model.load_state_dict(load_weights(base + '.npz'))
+    load_into(model, base + '.npz')
     return model.to(device).eval(), info

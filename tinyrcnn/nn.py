@@ -86,19 +86,28 @@ class Module:
 
         With strict=True, missing keys, unexpected keys and shape mismatches are all listed
         in one ValueError (`check_state_dict`). With strict=False only shape mismatches of the
-        keys both sides have are errors.
+        keys both sides have are errors. Values must be real numbers, all finite: a weight of
+        another kind (complex, text, bool) or a NaN is a ValueError naming its key, before any
+        parameter changes.
         """
         params = OrderedDict(self.named_parameters())
         expected = {k: p.shape for k, p in params.items() if strict or k in state_dict}
         given = state_dict if strict else {k: v for k, v in state_dict.items() if k in params}
         check_state_dict(expected, given)
-        for k, p in params.items():
+        values = {}
+        for k in params:
             if k in state_dict:
                 value = state_dict[k]
-                value = value.data if isinstance(value, Tensor) else value
-                value = backend.to_device(np.asarray(backend.to_device(value, 'cpu'), dtype=p.dtype),
-                                          p.device)
-                p.data = value.copy() if value is p.data else value
+                value = backend.to_device(value.data if isinstance(value, Tensor) else value, 'cpu')
+                value = np.asarray(value)
+                if value.dtype.kind not in 'fiu':
+                    raise ValueError(f'state dict entry {k}: {value.dtype} values, expected real numbers')
+                if value.dtype.kind == 'f' and not np.isfinite(value).all():
+                    raise ValueError(f'state dict entry {k}: holds NaN or infinite values')
+                values[k] = value
+        for k, value in values.items():       # copies: a parameter never aliases the caller's array
+            p = params[k]
+            p.data = backend.to_device(np.array(value, dtype=p.dtype), p.device)
         return self
 
     def num_parameters(self):

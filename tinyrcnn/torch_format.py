@@ -285,12 +285,26 @@ def _check_exists(path):
         raise FileNotFoundError(f'weights file not found: {path}')
 
 
+# Weights barely compress: a member that would inflate by more than this, once past 64 MB, is
+# not weights but a zip bomb (a few kilobytes that decompress to gigabytes)
+MAX_INFLATION, INFLATION_FLOOR = 50, 64 << 20
+
+
+def check_zip_sizes(zf):
+    """ValueError for a zip member that would inflate suspiciously (see MAX_INFLATION)."""
+    for info in zf.infolist():
+        if info.file_size > max(INFLATION_FLOOR, MAX_INFLATION * info.compress_size):
+            raise ValueError(f'{info.filename} would inflate {info.compress_size} bytes to '
+                             f'{info.file_size}: refused (a zip bomb?)')
+
+
 def _open_torch(f):
     """(object, read(key) -> bytes, byteorder) of a torch file, legacy or zip, else None."""
     if _is_legacy(f):  # checked first: raw float data may happen to look like a zip trailer
         return _load_legacy(f)
     if zipfile.is_zipfile(f):
         zf = zipfile.ZipFile(f)
+        check_zip_sizes(zf)
         prefix = _zip_prefix(zf.namelist())
         if prefix is not None:
             return _load_zip(zf, prefix)

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import nn
 from .seed import rng
-from .weights import load_weights
+from .weights import load_into, load_weights
 
 # Channels per conv layer, 'M' for a 2x2 max pool (configuration "D" of the VGG paper).
 VGG16_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')
@@ -51,7 +51,7 @@ def vgg16(weights=None, num_classes=1000):
     """VGG16; `weights` is a torchvision `.pth` file or a tinyrcnn `.npz` (read without PyTorch)."""
     model = VGG(VGG16_CFG, num_classes)
     if weights is not None:
-        model.load_state_dict(load_weights(weights))
+        load_into(model, weights)
     return model
 
 
@@ -78,5 +78,5 @@ def vgg_tiny(weights=None, num_classes=1000, hidden=256):
     if 'classifier.6.weight' in state and 'classifier.0.weight' in state:
         num_classes, hidden = state['classifier.6.weight'].shape[0], state['classifier.0.weight'].shape[0]
     model = VGG(VGG_TINY_CFG, num_classes, hidden=hidden)
-    model.load_state_dict(state)
+    load_into(model, weights, state)
     return model

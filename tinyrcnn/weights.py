@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 
-from .torch_format import load_torch_state_dict
+from .torch_format import check_zip_sizes, load_torch_state_dict
 from .utils import atomic_write
 
 
@@ -32,10 +32,23 @@ def load_weights(path):
         if not _is_npz(f):
             return load_torch_state_dict(path)
     try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip_sizes(zf)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except Exception as e:
         raise ValueError(f'{path}: cannot read .npz weights: {e}'.replace('\n', ' ')) from e
+
+
+def load_into(model, path, state=None):
+    """model.load_state_dict of the weights in `path` (or of `state`, already read from it),
+    with any mismatch reported as one ValueError that names the file."""
+    state = load_weights(path) if state is None else state
+    try:
+        model.load_state_dict(state)
+    except ValueError as e:
+        raise ValueError(f'{path}: {e}') from None
+    return model
 
 
 def _to_numpy(v):

@@ -3,19 +3,31 @@ import numpy as np
 
 
 def read_image(path):
-    """Decode a JPEG/PNG into (H, W, 3) uint8 RGB; grayscale, palette, RGBA and CMYK are converted."""
-    import imageio.v3 as iio  # pulled in by scikit-image; imported here to keep `import tinyrcnn` light
+    """Decode an image file into (H, W, 3) uint8 RGB. Grayscale, palette, RGBA and CMYK images
+    are converted; 16-bit ones are scaled to 8 bits (not clipped); an animation gives its first
+    frame. A missing file is FileNotFoundError, anything undecodable (truncated, empty, not an
+    image, a decompression bomb) one ValueError naming the file."""
+    from PIL import Image
     try:
-        image = iio.imread(path, mode='RGB')
+        with Image.open(path) as im:
+            im.seek(0)                                      # the first frame of an animation
+            if im.mode.startswith('I;16') or im.mode == 'I':   # 16-bit gray (some read as 32-bit)
+                gray = np.asarray(im, dtype=np.float64)
+                if gray.max(initial=0) > 65535 or gray.min(initial=0) < 0:
+                    raise ValueError(f'{im.mode} values outside 0..65535')
+                image = np.repeat(np.round(gray / 257).astype(np.uint8)[:, :, None], 3, axis=2)
+            else:
+                image = np.asarray(im.convert('RGB'))
     except FileNotFoundError:
         raise FileNotFoundError(f'{path}: image file not found') from None
-    except Exception as e:
-        raise ValueError(f'{path}: cannot decode image ({e})') from None
-    if image.ndim != 3 or image.shape[2] != 3:
+    except IsADirectoryError:
+        raise ValueError(f'{path}: a folder, not an image file') from None
+    except Exception as e:          # Pillow raises many kinds: OSError, SyntaxError, DecompressionBombError...
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f'{path}: cannot decode image ({message})') from None
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f'{path}: expected an (H, W, 3) RGB image, got shape {image.shape}')
-    if image.dtype != np.uint8:  # 16-bit PNGs
-        image = (image.astype(np.float64) * 255.0 / np.iinfo(image.dtype).max).round().astype(np.uint8)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def check_image(image, what='image', uint8=True, min_side=1):

@@ -127,8 +127,16 @@ class VOCDetection:
         if not os.path.exists(split_file):
             raise FileNotFoundError(f'{split_file}: split file not found '
                                     f'(expected ImageSets/Main/{split}.txt under the VOC root)')
-        with open(split_file) as f:
-            self.ids = [line.split()[0] for line in f if line.strip()]
+        try:
+            with open(split_file, encoding='utf-8') as f:
+                self.ids = [line.split()[0] for line in f if line.strip()]
+        except UnicodeDecodeError as e:
+            raise ValueError(f'{split_file}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+        seen = set()
+        for image_id in self.ids:
+            if image_id in seen:
+                raise ValueError(f'{split_file}: image id {image_id!r} is listed twice')
+            seen.add(image_id)
         self._annotations = {}
 
     @property

@@ -2,12 +2,45 @@
 
 `TrainConfig` is Fast R-CNN's (Girshick, 2015, Sec. 2.3, 3, 4); `FasterTrainConfig` adds the
 RPN's (Ren et al., 2015, Sec. 3.1-3.3) and the released code's end-to-end values where they
-differ. Both are dataclasses: `from_dict` reads one back from `settings.json` or `--set`.
+differ. Both are dataclasses: `from_dict` reads one back from `settings.json` or `--set`. Every
+setting is checked by type and range when a config is made (`RULES`): a wrong one is one
+ValueError naming the key, the value and what is expected.
 """
 import dataclasses
 import json
 
+from ..checks import (check_fields, choice, flag, integer, number, numbers_list, optional, sizes,
+                      text)
+from ..data.transforms import PREPROCESS
 from ..faster_rcnn.network import RPN_DEFAULTS
+
+FRACTION = number(0, 1)
+POSITIVE = number(0, open_low=True)
+RULES = {   # name -> (ok, what is expected); tests/train/test_config.py: every field has one
+    'trunk': choice('vgg16', 'vgg-tiny'), 'weights': optional(text()),
+    'source': choice(*PREPROCESS), 'freeze_stages': integer(0, 5),
+    'dropout': optional(number(0, 1, open_high=True)),
+    'ims_per_batch': integer(1), 'rois_per_batch': integer(1),
+    'fg_fraction': FRACTION, 'fg_thresh': FRACTION, 'bg_thresh_lo': FRACTION,
+    'bg_thresh_hi': FRACTION, 'use_gt_as_rois': flag(), 'flip': flag(),
+    'scales': sizes(what='positive image sizes in pixels'), 'max_size': integer(1),
+    'optimizer': choice('sgd', 'adam'), 'lr': POSITIVE, 'momentum': number(0, 1, open_high=True),
+    'weight_decay': number(0), 'bias_lr_mult': number(0), 'step_size': integer(1),
+    'gamma': POSITIVE, 'iterations': integer(0), 'loss_lambda': number(0),
+    'smooth_l1_sigma': POSITIVE, 'normalize_targets': flag(),
+    'pretrain_iterations': integer(0), 'pretrain_batch': integer(1), 'pretrain_crop': integer(8),
+    'pretrain_lr': POSITIVE, 'seed': integer(0), 'checkpoint_every': integer(1),
+    'keep_checkpoints': integer(1), 'skip_nonfinite': flag(), 'device': choice('cpu', 'cuda'),
+    'threads': integer(1),
+    # Faster R-CNN's
+    'anchor_scales': numbers_list(), 'anchor_ratios': numbers_list(),
+    'rpn_channels': optional(integer(1)), 'rpn_batch_size': integer(1),
+    'rpn_fg_fraction': FRACTION, 'rpn_positive_overlap': FRACTION,
+    'rpn_negative_overlap': FRACTION, 'rpn_allowed_border': integer(0), 'rpn_sigma': POSITIVE,
+    'train_pre_nms_top_n': integer(), 'train_post_nms_top_n': integer(),
+    'test_pre_nms_top_n': integer(), 'test_post_nms_top_n': integer(),
+    'rpn_nms_thresh': FRACTION, 'rpn_min_size': number(0), 'schedule': choice('joint', 'alternating'),
+}
 
 
 @dataclasses.dataclass
@@ -46,8 +79,21 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     device: str = 'cpu'
-    threads: int = 1                     # CPU: > 1 computes a mini-batch image by image (train/parts.py),
-                                         # on this many threads with tinyrcnn.speed enabled
+    threads: int = 1                     # CPU: > 1 computes a mini-batch image by image
+                                         # (train/parts.py), on threads with tinyrcnn.speed
+    keep_checkpoints: int = 2            # the newest K checkpoints stay on disk (train/checkpoint.py)
+    skip_nonfinite: bool = False         # a NaN/inf loss skips its batch instead of stopping the run
+
+    def __post_init__(self):
+        """Check every setting (`RULES`), then the ones that depend on each other."""
+        check_fields(dataclasses.asdict(self), RULES)
+        if self.bg_thresh_lo > self.bg_thresh_hi:
+            raise ValueError(f'setting bg_thresh_lo={self.bg_thresh_lo} is above bg_thresh_hi='
+                             f'{self.bg_thresh_hi}: background is IoU in [bg_thresh_lo, bg_thresh_hi)')
+        if self.rois_per_batch < self.ims_per_batch:
+            raise ValueError(f'setting rois_per_batch={self.rois_per_batch}: expected at least one '
+                             f'RoI per image (ims_per_batch={self.ims_per_batch})')
+        self.scales = tuple(self.scales)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -58,9 +104,6 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f'unknown training settings {sorted(unknown)}')
-        d = dict(d)
-        if 'scales' in d:
-            d['scales'] = tuple(d['scales'])
         return cls(**d)
 
 
@@ -92,12 +135,8 @@ class FasterTrainConfig(TrainConfig):
     schedule: str = 'joint'              # 'joint' (approximate joint) or 'alternating' (4-step)
 
     def __post_init__(self):
-        self.scales = tuple(self.scales)
+        super().__post_init__()
         self.anchor_scales, self.anchor_ratios = tuple(self.anchor_scales), tuple(self.anchor_ratios)
-        if self.schedule not in ('joint', 'alternating'):
-            raise ValueError(f"schedule must be 'joint' or 'alternating', got {self.schedule!r}")
-        if self.ims_per_batch < 1:
-            raise ValueError(f'ims_per_batch must be >= 1, got {self.ims_per_batch}')
 
     def model_settings(self):
         """The FasterRCNN constructor's RPN arguments."""

@@ -116,15 +116,14 @@ class FasterRCNNTrainer(Trainer):
             save_npz(self.initial_state, self.pretrained_path())
         return history
 
-    def load_checkpoint(self, path=None):
+    def load_checkpoint(self, path=None, override=False):
         """Trainer.load_checkpoint, plus the pretrained trunk that step 2 restarts from and,
         when resuming inside step 2, the step-1 RPN's proposals it trains on."""
-        super().load_checkpoint(path)
+        super().load_checkpoint(path, override)
         if self.out_dir and os.path.exists(self.pretrained_path()):
             self.initial_state = load_weights(self.pretrained_path())
         b = alternating.boundaries(self.cfg)
         if self.cfg.schedule == 'alternating' and b[1] < self.iteration < b[2] \
                 and self.proposals_path() and os.path.exists(self.proposals_path()):
-            with np.load(self.proposals_path()) as z:
-                self.step1_proposals = {n: z[n] for n in z.files}
+            self.step1_proposals = load_weights(self.proposals_path())   # arrays by name
         return self

@@ -9,8 +9,14 @@ and anchors sampled from them, the flips and the dropout masks all come from gen
 by (seed, i), so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 A subclass says what one iteration computes: `parts` (the images of the mini-batch, as one or
 several graphs), `part_losses` (one part's losses) and the names of those losses.
+
+Nothing is lost on a long run: the newest checkpoints that read whole are kept (`checkpoint.py`),
+a resume refuses other settings or another data set unless told to override them, and a loss
+that stops being finite ends the run before the update it would poison (`Diverged`), or, with
+skip_nonfinite, skips that batch and counts it.
 """
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -21,9 +27,14 @@ from ..optim import SGD, Adam, StepLR
 from ..seed import manual_seed
 from ..utils import atomic_write, progress
 from ..viz import plot_losses
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (checkpoint_files, data_fingerprint, differences, newest_checkpoint,
+                         read_checkpoint, remove_temporaries, save_checkpoint)
 from .parts import backward_parts
 from .pretrain import pretrain_on_dataset
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite; the model was not updated with it."""
 
 
 def make_optimizer(params, cfg, lr=None):
@@ -66,7 +77,9 @@ class Trainer:
         self.schedule = StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
         self.iteration = 0
         self.history = []                    # (iteration, loss_1, ..., loss_k)
+        self.skipped = []                    # iterations whose loss was not finite (skip_nonfinite)
         self.means = self.stds = None        # the regression targets' statistics (Sec. 2.3)
+        self.resumed = None                  # what load_checkpoint did: path, skipped, overridden
 
     # ----- one iteration -----------------------------------------------------------------------
     def batch_indices(self, it):
@@ -82,18 +95,35 @@ class Trainer:
         """Anything to set before iteration it (the alternating schedule switches steps)."""
 
     def step(self):
-        """One SGD iteration: sample, forward, backward, update. Returns the history row."""
+        """One SGD iteration: sample, forward, backward, update. Returns the history row (None
+        for a batch skipped for its non-finite loss)."""
         it, cfg = self.iteration, self.cfg
         rng = np.random.default_rng([cfg.seed, 11, it])
         manual_seed(cfg.seed * 1_000_003 + it)               # dropout masks of this iteration
         self.prepare_step(it)
         parts = self.parts(self.batch_indices(it), rng)
         losses = backward_parts(self.part_losses, parts, self.model, cfg.threads)
-        self.optimizer.step()
+        finite = all(math.isfinite(v) for v in losses)
+        if not finite and not cfg.skip_nonfinite:
+            raise Diverged(self.divergence_message(it + 1, losses))
+        if finite:
+            self.optimizer.step()
         self.schedule.step()
         self.iteration += 1
+        if not finite:
+            self.skipped.append(self.iteration)
+            return None
         self.history.append((self.iteration,) + tuple(losses))
         return self.history[-1]
+
+    def divergence_message(self, iteration, losses):
+        named = ', '.join(f'{n} {v:.4g}' for n, v in zip(self.loss_names, losses))
+        files = checkpoint_files(self.out_dir) if self.out_dir else []
+        kept = (f'the last checkpoint, {os.path.basename(files[0])}, is kept' if files
+                else 'no checkpoint was written yet')
+        return (f'the loss is not finite at iteration {iteration} ({named}): training stopped '
+                f'before that update; {kept}; resume with a lower lr, or with skip_nonfinite=true '
+                f'to skip such batches')
 
     def parts(self, indices, rng):
         raise NotImplementedError
@@ -118,7 +148,8 @@ class Trainer:
 
         def postfix():
             recent = [h[1:] for h in self.history[-20:]] or [(0.0,) * len(self.loss_names)]
-            return self.loss_text(np.mean(recent, axis=0))
+            skipped = f' skipped {len(self.skipped)}' if self.skipped else ''
+            return self.loss_text(np.mean(recent, axis=0)) + skipped
 
         steps = range(start, total)
         if show_progress:
@@ -138,31 +169,48 @@ class Trainer:
         return self.pretrain_history
 
     # ----- checkpoints and the trained model ---------------------------------------------------
-    def checkpoint_path(self):
-        return os.path.join(self.out_dir, 'checkpoint.npz')
-
-    def save_checkpoint(self, path=None):
-        """The checkpoint (`train.checkpoint`), the settings as JSON and the loss curve."""
-        path = path or self.checkpoint_path()
-        meta = {'iteration': self.iteration, 'history': self.history,
+    def save_checkpoint(self):
+        """OUT/checkpoint_{iteration}.npz (`train.checkpoint`; the newest cfg.keep_checkpoints
+        stay), the settings as JSON and the loss curve. Returns the checkpoint's path."""
+        remove_temporaries(self.out_dir)
+        meta = {'iteration': self.iteration, 'history': self.history, 'skipped': self.skipped,
                 'schedule': self.schedule.state_dict(), 'config': dataclasses.asdict(self.cfg),
-                'class_names': self.class_names}
-        save_checkpoint(path, self.model, self.optimizer, meta,
-                        {'means': self.means, 'stds': self.stds})
-        atomic_write(os.path.join(os.path.dirname(path), 'settings.json'),
+                'class_names': self.class_names, 'data': data_fingerprint(self.dataset)}
+        path = save_checkpoint(self.out_dir, self.iteration, self.model, self.optimizer, meta,
+                               {'means': self.means, 'stds': self.stds}, self.cfg.keep_checkpoints)
+        atomic_write(os.path.join(self.out_dir, 'settings.json'),
                      lambda f: f.write(self.cfg.to_json().encode()))
         if self.history:
             plot_losses(self.history, self.loss_names, self.title,
-                        os.path.join(os.path.dirname(path), 'loss.png'))
+                        os.path.join(self.out_dir, 'loss.png'))
         return path
 
-    def load_checkpoint(self, path=None):
-        meta, arrays = load_checkpoint(path or self.checkpoint_path(), self.model, self.optimizer,
-                                       ('means', 'stds'))
+    def load_checkpoint(self, path=None, override=False):
+        """Continue from `path`, or from the newest checkpoint in out_dir that reads whole
+        (damaged newer ones are skipped, and listed in self.resumed). A checkpoint made with
+        other settings (but those in checkpoint.MAY_CHANGE) or another data set is refused
+        with a ValueError listing the differences, unless override=True."""
+        skipped = []
+        if path is None:
+            remove_temporaries(self.out_dir)
+            path, (meta, state, opt, arrays), skipped = newest_checkpoint(self.out_dir)
+        else:
+            meta, state, opt, arrays = read_checkpoint(path)
+        differ = differences(meta, dataclasses.asdict(self.cfg), data_fingerprint(self.dataset))
+        if differ and not override:
+            raise ValueError(f'{os.path.basename(path)} was made with other settings: '
+                             f"{'; '.join(differ)} (--override resumes anyway)")
+        try:
+            self.model.load_state_dict(state)
+            self.optimizer.load_state_dict(opt)
+        except ValueError as e:
+            raise ValueError(f'{path}: {e}') from None
         self.means, self.stds = arrays['means'], arrays['stds']
         self.schedule.load_state_dict(meta['schedule'])
         self.iteration = meta['iteration']
         self.history = [tuple(h) for h in meta['history']]
+        self.skipped = list(meta.get('skipped', []))
+        self.resumed = dict(path=path, skipped=skipped, overridden=differ if override else [])
         return self
 
     def export(self, path):
