@@ -5,25 +5,33 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# PyTorch is only an optional reference for tests and benchmarks; REFERENCE=0 skips it.
-REFERENCE ?= 1
+REFSTAMP := $(VENV)/.reference
+# REFERENCE=1 also installs the optional references (PyTorch CPU, pycocotools) and Dask
+# (requirements-reference.txt); without it nothing of several gigabytes is installed and the
+# comparisons with them skip. CI (.ci/run) runs `make test REFERENCE=1`.
+REFERENCE ?= 0
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-reference bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	@# make this checkout importable from the venv (what an editable install does, with no build step)
 	$(PY) -c "import os, site; open(os.path.join(site.getsitepackages()[0], 'tinyrcnn-checkout.pth'), 'w').write(os.getcwd() + '\n')"
-	@if [ "$(REFERENCE)" = "1" ]; then \
-	  $(PY) -m pip install -q torch==2.13.0 || echo "PyTorch not available: reference checks will skip"; fi
 	touch $(STAMP)
+
+$(REFSTAMP): $(STAMP) requirements-reference.txt
+	$(PY) -m pip install -q -r requirements-reference.txt || echo "references not available: their comparisons will skip"
+	touch $(REFSTAMP)
 
 demo: $(STAMP)
 	$(PY) -m tinyrcnn demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) $(if $(filter 1,$(REFERENCE)),$(REFSTAMP))
 	$(PY) -m pytest tests -q
+
+test-reference:
+	$(MAKE) test REFERENCE=1
 
 bench: $(STAMP)
 	$(PY) -m tinyrcnn bench

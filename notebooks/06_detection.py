@@ -124,14 +124,14 @@ for name, (u, v, t) in {'fc6': (4096, 25088, 1024), 'fc7': (4096, 4096, 256)}.it
 
 # %% [markdown]
 # We measure it on the vgg-tiny detector, with the same fractions of the ranks (fc6: 256 x 6272,
-# rank 64; fc7: 256 x 256, rank 16). If `assets/demo_model.json` is there (the model trained by
+# rank 64; fc7: 256 x 256, rank 16). If `tinyrcnn/assets/demo_model.json` is there (the model trained by
 # `python -m tinyrcnn demo`, see chapter 7) it is used; otherwise an untrained network. Its
 # random fc6 has a flat spectrum (the worst case for truncation), but its output layer starts so
 # small (std 0.01) that every score stays near $1/(K+1)$: the change in scores only means
 # something for the trained model.
 
 # %%
-demo_model = ROOT / 'assets' / 'demo_model.json'
+demo_model = ROOT / 'tinyrcnn' / 'assets' / 'demo_model.json'
 if demo_model.exists():
     model, info = load_model(str(demo_model.with_suffix('')))   # the path without extension
     net_args = dict(scales=tuple(info['scales']), max_size=info['max_size'], source=info['source'])
@@ -139,7 +139,7 @@ if demo_model.exists():
 else:
     model = tr.models.FastRCNN('vgg-tiny', num_classes=len(SHAPES_CLASSES), freeze_stages=0).eval()
     net_args = dict(scales=(192,), max_size=320, source='tiny')
-    print('no assets/demo_model.json: using an untrained vgg-tiny Fast R-CNN')
+    print('no tinyrcnn/assets/demo_model.json: using an untrained vgg-tiny Fast R-CNN')
 trained = demo_model.exists()
 
 W6 = model.classifier[0].weight.numpy()

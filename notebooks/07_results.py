@@ -19,12 +19,12 @@
 # (R-CNN: 47 s) and reaches 66% mAP on VOC 2012 (R-CNN: 62%).
 #
 # Here the detector is the CPU demo's: vgg-tiny on the synthetic shapes set, trained by
-# `make demo` (about 9 minutes on a 2-core CPU) and kept in `assets/` with its weights rounded
+# `make demo` (about 9 minutes on a 2-core CPU) and kept in `tinyrcnn/assets/` with its weights rounded
 # to float16 (4 MB instead of 8). It was made by
 #
 #     python -m tinyrcnn demo --out out/demo
-#     python -m tinyrcnn convert-weights out/demo/model.npz assets/demo_model.npz --float16
-#     cp out/demo/model.json assets/demo_model.json
+#     python -m tinyrcnn convert-weights out/demo/model.npz tinyrcnn/assets/demo_model.npz --float16
+#     cp out/demo/model.json tinyrcnn/assets/demo_model.json
 #
 # Without that file this notebook trains a smoke-sized model (30 iterations), enough to run
 # every step below, but far too short for its numbers to mean anything.
@@ -54,7 +54,7 @@ tinyrcnn.speed.enable()   # detection over thousands of proposals: the CPU speed
 
 ROOT = pathlib.Path(tr.__file__).resolve().parents[1]
 work = pathlib.Path(tempfile.mkdtemp(prefix='tinyrcnn-ch7-'))
-demo_model = ROOT / 'assets' / 'demo_model.json'
+demo_model = ROOT / 'tinyrcnn' / 'assets' / 'demo_model.json'
 trained = demo_model.exists()
 
 # %% [markdown]
@@ -97,7 +97,7 @@ print(f'{num_test} test images, {np.mean([len(p) for p in proposals]):.0f} propo
 # that the best $k$ proposals would give are `postprocess` of the first $k$ rows: one pass
 # serves every experiment below.
 #
-# Average precision follows the VOC devkit (`tinyrcnn/eval.py`): detections of a class ranked
+# Average precision follows the VOC devkit (`tinyrcnn/eval/voc.py`): detections of a class ranked
 # over all images, each matched to the unmatched ground truth it overlaps most (IoU > 0.5),
 # difficult objects neither hits nor misses; then VOC2007's 11-point average of the precision
 # envelope:

@@ -70,12 +70,12 @@ def test_pretrain_writes_a_weights_file_for_vgg_tiny(tmp_path):
 
 
 def test_detect_and_test_with_the_shipped_demo_model(tmp_path):
-    """The README's commands on the model in assets/ (Fast R-CNN: selective search proposes)."""
+    """The README's commands on the model in tinyrcnn/assets/ (Fast R-CNN: selective search proposes)."""
     from tinyrcnn.data import make_shapes_voc
     root = make_shapes_voc(tmp_path / 'data', 2, 2, seed=0, only_test=True)
     image = os.path.join(root, 'JPEGImages', sorted(os.listdir(os.path.join(root, 'JPEGImages')))[0])
     out = tmp_path / 'dets.png'
-    model = os.path.join(ROOT, 'assets', 'demo_model')
+    model = os.path.join(ROOT, 'tinyrcnn', 'assets', 'demo_model')
     r = run('detect', image, '--weights', model, '--out', str(out))
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b'\x89PNG' and 'proposals in' in r.stdout

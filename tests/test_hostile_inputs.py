@@ -19,7 +19,7 @@ from tinyrcnn.cli import main
 from tinyrcnn.data import make_shapes_voc, read_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_MODEL = os.path.join(ROOT, 'assets', 'demo_model')
+DEMO_MODEL = os.path.join(ROOT, 'tinyrcnn', 'assets', 'demo_model')
 TINY = ['--trunk', 'vgg-tiny', '--iterations', '1', '--proposal-mode', 'single', '--set',
         'scales=[64]', 'max_size=96', 'rois_per_batch=8', 'source="tiny"', 'freeze_stages=0']
 
@@ -96,7 +96,7 @@ IMAGES = [   # (file, None if it works, else what the error line names)
     ('rgba.png', None), ('palette.png', None),
     ('truncated.jpg', 'truncated.jpg: cannot decode'), ('empty.jpg', 'empty.jpg: cannot decode'),
     ('text.jpg', 'text.jpg: cannot decode'), ('one_pixel.png', 'one_pixel.png: '),
-    ('huge.png', 'huge.png: cannot decode'), ('folder.jpg', 'folder.jpg: a folder'),
+    ('huge.png', 'huge.png: cannot decode'), ('folder.jpg', 'folder.jpg: no images'),
     ('missing.jpg', 'missing.jpg'),
 ]
 

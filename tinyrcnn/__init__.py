@@ -21,7 +21,7 @@ _NAMES = {
 _SUBMODULES = ('backend', 'tensor', 'ops', 'kernels', 'functional', 'nn', 'optim', 'gradient_check',
                'seed', 'utils', 'checks', 'boxes', 'eval', 'viz', 'weights', 'torch_format', 'vgg',
                'data', 'proposals', 'models', 'fast_rcnn', 'faster_rcnn', 'export', 'train', 'speed',
-               'cli', 'demo', 'bench')
+               'cli', 'batch', 'demo', 'bench')
 
 
 def __getattr__(name):

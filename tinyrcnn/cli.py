@@ -4,25 +4,25 @@ Bad files, paths or arguments end with one line `error: ...` on stderr and a non
 status, never a traceback.
 """
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from . import bench, speed
 from .backend import check_device
-from .data import VOCDetection, read_image
+from .batch import detect_files, expand_inputs
+from .data import COCODetection, VOCDetection
 from .demo import run_demo
-from .eval import format_ap_table
-from .export import load_model
-from .fast_rcnn.detect import detect, evaluate
-from .proposals import dataset_proposals, selective_search
+from .eval import evaluate_coco, format_ap_table, format_coco_table
+from .export import DEMO_MODEL, load_model
+from .fast_rcnn.detect import evaluate
+from .proposals import dataset_proposals
 from .train import FasterTrainConfig, TrainConfig, make_trainer
+from .train.checkpoint import resume_settings
 from .train.pretrain import pretrain_vgg_tiny
-from .viz import draw_detections, plot_pr_curves
+from .viz import plot_pr_curves
 from .weights import convert_weights
 
 
@@ -67,6 +67,28 @@ def _dataset(root, split):
     return VOCDetection(root, split)
 
 
+def _data_args(parser, default=None):
+    parser.add_argument('--data', default=default,
+                        help='VOC-format root (Annotations/, JPEGImages/, ImageSets/Main/)')
+    parser.add_argument('--coco-json', default=None, help='a COCO-format annotation file (instead of --data)')
+    parser.add_argument('--images', default=None, help='with --coco-json: the folder of its file_names')
+
+
+def _data(args, default=None):
+    """The data set a command names (--data VOC_ROOT [--split], or --coco-json FILE --images
+    DIR) and the folder its proposal cache lives in (the VOC root; the JSON's folder)."""
+    if args.coco_json:
+        if args.data:
+            raise ValueError('give either --data (a VOC folder) or --coco-json with --images, not both')
+        if not args.images:
+            raise ValueError('--coco-json needs --images DIR, the folder its file_names are in')
+        return COCODetection(args.images, args.coco_json), os.path.dirname(os.path.abspath(args.coco_json))
+    root = args.data or default
+    if not root:
+        raise ValueError('give --data VOC_ROOT, or --coco-json FILE --images DIR')
+    return _dataset(root, args.split), root
+
+
 def _settings(pairs):
     """--set key=value pairs -> dict, values parsed as JSON where they parse."""
     out = {}
@@ -87,15 +109,15 @@ def cmd_train(args):
     given = {k: v for k, v in given.items() if v is not None}
     given.update(_settings(args.set))
     if args.resume:                      # the run's own settings, and what is given on top
-        kind, saved = _saved_settings(args.out, args.model)
+        kind, saved = resume_settings(args.out, args.model)
         settings = dict(saved, **given)
     else:
         kind, settings = args.model or 'fast', dict(dict(trunk='vgg16', device='cpu', seed=0), **given)
     cfg = (FasterTrainConfig if kind == 'faster' else TrainConfig).from_dict(settings)
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
-    ds = _dataset(args.data, args.split)
-    props = None if kind == 'faster' else dataset_proposals(ds, args.data, args.proposal_mode)
+    ds, cache_root = _data(args)
+    props = None if kind == 'faster' else dataset_proposals(ds, cache_root, args.proposal_mode)
     trainer = make_trainer(cfg, ds, args.out, proposals=props)
     if args.resume:
         trainer.load_checkpoint(override=args.override)
@@ -122,30 +144,6 @@ def _read_proposals(path):
         raise ValueError(f'{path}: not a .npy of (P, 4) boxes ({e})') from None
 
 
-def _saved_settings(out_dir, model=None):
-    """('fast' or 'faster', the settings) of the newest checkpoint in out_dir whose description
-    reads; `model`, where given, must be the checkpoint's kind."""
-    from .train.checkpoint import checkpoint_files, read_meta
-    files = checkpoint_files(out_dir)
-    if not files:
-        raise FileNotFoundError(f'no checkpoint to resume from in {out_dir}')
-    damaged = []
-    for path in files:
-        try:
-            saved = read_meta(path)['config']
-        except (ValueError, KeyError, TypeError) as e:
-            damaged.append(str(e) if isinstance(e, ValueError) else f'{path}: no settings')
-            continue
-        fast = {f.name for f in dataclasses.fields(TrainConfig)}
-        faster = {f.name for f in dataclasses.fields(FasterTrainConfig)}
-        kind = 'faster' if set(saved) & (faster - fast) else 'fast'
-        if model not in (None, kind):
-            raise ValueError(f'{path} is a checkpoint of {kind.capitalize()} R-CNN, not of '
-                             f'{model.capitalize()} R-CNN: use --model {kind} or another --out')
-        return kind, saved
-    raise ValueError(f'no usable checkpoint in {out_dir}: ' + '; '.join(damaged))
-
-
 def _scales(scales, info):
     """The test scales: all of them for Fast R-CNN (several: a pyramid, Sec. 2.4); the first
     for Faster R-CNN, whose RPN proposes at one scale (as the released code tests)."""
@@ -154,13 +152,19 @@ def _scales(scales, info):
 
 def cmd_test(args):
     model, info = load_model(args.weights, args.device)
-    ds = _dataset(args.data, args.split)
+    ds, cache_root = _data(args, default='out/demo/data')
     scales = _scales(args.scales or info['scales'], info)
     # Faster R-CNN's proposals come from the network itself
     props = (None if info['architecture'] == 'faster_rcnn'
-             else dataset_proposals(ds, args.data, args.proposal_mode))
-    result, _, spi = evaluate(model, ds, props, scales=scales, max_size=info['max_size'],
-                              source=info['source'], use_07_metric=not args.area_ap)
+             else dataset_proposals(ds, cache_root, args.proposal_mode))
+    result, dets, spi = evaluate(model, ds, props, scales=scales, max_size=info['max_size'],
+                                 source=info['source'], use_07_metric=not args.area_ap)
+    if args.metric == 'coco':                       # the COCO rules, on the same detections
+        coco = evaluate_coco(dets, [ds.annotation(i) for i in range(len(ds))], ds.class_names)
+        print(format_coco_table(coco))
+        print(f'{spi * 1000:.0f} ms per image')
+        print(f"AP@[.50:.95] (COCO): {coco['AP']:.3f}")
+        return
     print(format_ap_table(result))
     os.makedirs(args.out, exist_ok=True)
     plot_pr_curves(result, os.path.join(args.out, 'pr_curves.png'))
@@ -169,42 +173,62 @@ def cmd_test(args):
     print(f"mAP@0.5 ({metric}): {result['map']:.3f}")
 
 
+def _weights(path):
+    """The model `detect`/`test` use: PATH; by default out/demo/model where `make demo` has
+    written it, else the demo model shipped in the package."""
+    if path:
+        return path
+    return 'out/demo/model' if os.path.exists('out/demo/model.json') else DEMO_MODEL
+
+
 def cmd_detect(args):
-    if not os.path.exists(args.image):
-        raise FileNotFoundError(f'image not found: {args.image}')
-    model, info = load_model(args.weights, args.device)
-    image = read_image(args.image)
-    t = time.time()
-    props = None                                     # Faster R-CNN: the RPN proposes
-    if info['architecture'] != 'faster_rcnn' and args.proposals:
+    paths = expand_inputs(args.images)
+    weights = _weights(args.weights)
+    model, info = load_model(weights, args.device)
+    kind = 'Faster R-CNN' if info['architecture'] == 'faster_rcnn' else 'Fast R-CNN'
+    shipped = ' (the demo model shipped with tinyrcnn)' if weights == DEMO_MODEL else ''
+    print(f"model {weights}{shipped}: {kind} on {info['trunk']}, knows {info['num_classes']} "
+          f"classes: {', '.join(info['class_names'])}")
+    props = None
+    if args.proposals:
+        if len(paths) > 1 or info['architecture'] == 'faster_rcnn':
+            raise ValueError('--proposals is for one image and a Fast R-CNN model')
         props = _read_proposals(args.proposals)
-    try:
-        if info['architecture'] != 'faster_rcnn' and not args.proposals:
-            props = selective_search(image, mode=args.proposal_mode)
-        t_props = time.time() - t
-        t = time.time()
-        dets = detect(model, image, props, score_thresh=args.threshold,
-                      scales=_scales(info['scales'], info), max_size=info['max_size'],
-                      source=info['source'])
-    except ValueError as e:                          # say which image could not be used
-        raise ValueError(f'{args.image}: {e}') from None
-    t_det = time.time() - t
+    single = len(paths) == 1 and not (args.out and os.path.isdir(args.out))
+    if single:                          # IMAGE -> IMAGE_detections.png (or --out PNG)
+        pictures = [args.out or os.path.splitext(os.path.basename(paths[0]))[0] + '_detections.png']
+        out_dir, json_path = None, args.json
+    else:                               # many -> a folder of pictures and one JSON
+        pictures, out_dir = None, args.out or 'detections'
+        json_path = args.json or os.path.join(out_dir, 'detections.json')
+    done = detect_files(model, info, paths, out_dir=out_dir, pictures=pictures, json_path=json_path,
+                        threshold=args.threshold, show=args.show, proposal_mode=args.proposal_mode,
+                        proposals=props, scales=_scales(info['scales'], info))
     names = info['class_names']
-    for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
-        if score >= args.show:
-            x1, y1, x2, y2 = box
-            print(f'{names[label - 1]:>12} {score:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]')
-    out = args.out or os.path.splitext(os.path.basename(args.image))[0] + '_detections.png'
-    draw_detections(image, dets, names, out, score_min=args.show)
-    where = 'RPN proposals, ' if props is None else f'{len(props)} proposals in {t_props:.2f} s, '
-    print(f'{where}detection {t_det:.2f} s; picture: {out}')
+    if single:
+        dets = done['detections'][paths[0]]
+        for box, score, label in zip(dets['boxes'], dets['scores'], dets['labels']):
+            if score >= args.show:
+                x1, y1, x2, y2 = box
+                print(f'{names[label - 1]:>12} {score:.3f}  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]')
+    seconds = done['seconds']
+    counts = done['proposals']
+    where = ('RPN proposals, ' if not counts else
+             f"{np.mean(counts):.0f} proposals{'' if single else ' per image'} in {seconds['proposals']:.2f} s, ")
+    saved = f'picture: {pictures[0]}' if single else f'pictures in {out_dir}'
+    print(f"{len(done['detections'])} image(s), {len(done['results'])} detections; {where}"
+          f"detection {seconds['detection']:.2f} s; {saved}" + (f'; results: {json_path}' if json_path else ''))
+    if done['failed']:
+        path, why = done['failed'][0]
+        raise ValueError(f"{len(done['failed'])} of {len(paths)} images could not be used "
+                         f'(first: {path}: {why}); the others are written')
 
 
 def cmd_proposals(args):
-    ds = _dataset(args.data, args.split)
-    props = dataset_proposals(ds, args.data, args.mode, args.max_proposals)
+    ds, cache_root = _data(args)
+    props = dataset_proposals(ds, cache_root, args.mode, args.max_proposals, scheduler=args.scheduler)
     n = sum(len(p) for p in props.values())
-    print(f'{len(props)} images, {n / max(1, len(props)):.0f} proposals per image, cached in {args.data}')
+    print(f'{len(props)} images, {n / max(1, len(props)):.0f} proposals per image, cached in {cache_root}')
 
 
 def build_parser():
@@ -239,7 +263,7 @@ def build_parser():
     d.set_defaults(fn=cmd_demo)
 
     t = sub.add_parser('train', help='train Fast R-CNN on a VOC-format data set')
-    t.add_argument('--data', required=True, help='VOC-format root (Annotations/, JPEGImages/, ...)')
+    _data_args(t)
     t.add_argument('--split', default='trainval')
     t.add_argument('--model', choices=['fast', 'faster'], default=None,
                    help="default 'fast'; with --resume, the checkpoint's")
@@ -260,19 +284,25 @@ def build_parser():
 
     e = sub.add_parser('test', help='evaluate a trained model (per-class AP, mAP, PR curves)')
     e.add_argument('--weights', default='out/demo/model', help='model saved by train or demo')
-    e.add_argument('--data', default='out/demo/data')
+    _data_args(e)                        # default: out/demo/data, the demo's
     e.add_argument('--split', default='test')
     e.add_argument('--out', default='out/test')
     e.add_argument('--device', default='cpu')
     e.add_argument('--scales', type=int, nargs='*', help='test scales (several: pyramid)')
     e.add_argument('--area-ap', action='store_true', help='VOC2010+ area AP instead of 11-point')
+    e.add_argument('--metric', choices=['voc', 'coco'], default='voc',
+                   help='voc: AP at IoU 0.5 per class; coco: AP@[.50:.95], AP50, AP75, sizes, AR')
     e.add_argument('--proposal-mode', default='fast')
     e.set_defaults(fn=cmd_test)
 
-    g = sub.add_parser('detect', help='detect objects in one image')
-    g.add_argument('image')
-    g.add_argument('--weights', default='out/demo/model', help='model saved by train or demo')
-    g.add_argument('--out', default=None, help='PNG to write (default: IMAGE_detections.png)')
+    g = sub.add_parser('detect', help='detect objects in images, folders or glob patterns')
+    g.add_argument('images', nargs='+', metavar='IMAGE', help="image files, folders or patterns ('*.jpg')")
+    g.add_argument('--weights', default=None, help='model saved by train or demo (default: '
+                   'out/demo/model where make demo wrote it, else the demo model shipped with tinyrcnn)')
+    g.add_argument('--out', default=None, help='one image: the PNG to write (default: '
+                   'IMAGE_detections.png); several: the folder of pictures (default: detections/)')
+    g.add_argument('--json', default=None, help='COCO-results JSON to write (default with several '
+                   'images: OUT/detections.json)')
     g.add_argument('--proposals', default=None, help='.npy of (P, 4) boxes (default: selective search)')
     g.add_argument('--proposal-mode', default='fast')
     g.add_argument('--threshold', type=float, default=0.05)
@@ -281,10 +311,12 @@ def build_parser():
     g.set_defaults(fn=cmd_detect)
 
     r = sub.add_parser('proposals', help='precompute and cache selective search for a data set')
-    r.add_argument('--data', required=True)
+    _data_args(r)
     r.add_argument('--split', default='trainval')
     r.add_argument('--mode', default='fast', choices=['single', 'fast', 'quality'])
     r.add_argument('--max-proposals', type=int, default=2000)
+    r.add_argument('--scheduler', metavar='ADDRESS', help="run on a Dask cluster, e.g. tcp://host:8786 "
+                   "(pip install 'dask[distributed]'; the data at the same path on every worker)")
     r.set_defaults(fn=cmd_proposals)
 
     c = sub.add_parser('convert-weights', help='convert a PyTorch state-dict file (or .npz) to .npz')

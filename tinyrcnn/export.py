@@ -25,6 +25,9 @@ from .utils import atomic_write
 from .weights import load_into, save_npz
 
 ARCHITECTURES = {'fast_rcnn': FastRCNN, 'faster_rcnn': FasterRCNN}
+# The model the chapters and `detect` use when no other is given: the Fast R-CNN of the CPU
+# demo (vgg-tiny, six shapes), weights in float16, shipped inside the package.
+DEMO_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'demo_model')
 REQUIRED = ('architecture', 'trunk', 'num_classes', 'class_names', 'source', 'scales', 'max_size',
             'roi_size', 'spatial_scale')
 FASTER_REQUIRED = ('anchor_scales', 'anchor_ratios', 'rpn_channels', *RPN_DEFAULTS)
@@ -53,6 +56,11 @@ def check_info(info, where):
             and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{where}: class_names={names!r}: expected a list of num_classes="
                          f"{info['num_classes']} names")
+    ids = info.get('category_ids')
+    if ids is not None and not (isinstance(ids, list) and len(ids) == info['num_classes'] and
+                                all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise ValueError(f"{where}: category_ids={ids!r}: expected a list of num_classes="
+                         f"{info['num_classes']} integers")
     if len(info['roi_size']) != 2:
         raise ValueError(f"{where}: roi_size={info['roi_size']!r}: expected [height, width]")
     return info
@@ -63,8 +71,10 @@ def _base(path):
     return path[:-len(os.path.splitext(path)[1])] if path.endswith(('.npz', '.json')) else path
 
 
-def export_model(model, path, class_names, means, stds, cfg):
-    """Save `model` as PATH.npz + PATH.json; returns the .npz path.
+def export_model(model, path, class_names, means, stds, cfg, category_ids=None):
+    """Save `model` as PATH.npz + PATH.json; returns the .npz path. category_ids: the COCO
+    category id of each class, for a model trained on a COCO-format set (recorded, so that
+    detections are written with the ids of its annotation file).
 
     means, stds: the (4,) target statistics the model was trained with. cfg: the training
     settings (`trunk`, `source`, `scales`, `max_size`, `freeze_stages`, and `schedule` for
@@ -84,6 +94,8 @@ def export_model(model, path, class_names, means, stds, cfg):
             'freeze_stages': cfg.freeze_stages, 'roi_size': list(model.roi_pool.output_size),
             'spatial_scale': model.roi_pool.spatial_scale,
             'created': time.strftime('%Y-%m-%d %H:%M:%S')}
+    if category_ids is not None:
+        info['category_ids'] = [int(i) for i in category_ids]
     if faster:
         info.update(anchor_scales=list(model.anchor_scales), anchor_ratios=list(model.anchor_ratios),
                     rpn_channels=model.rpn_channels, schedule=getattr(cfg, 'schedule', 'joint'),

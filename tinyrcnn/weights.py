@@ -80,7 +80,7 @@ def save_npz(state_dict, path):
 def convert_weights(src, dst, float16=False):
     """Convert a `torch.save` weights file (or a tinyrcnn `.npz`) to tinyrcnn's `.npz`; returns
     the number of arrays. float16=True stores floating-point arrays in half precision (half the
-    bytes; loading casts back to the model's dtype), as for the small models kept in assets/."""
+    bytes; loading casts back to the model's dtype), as for the small models kept in tinyrcnn/assets/."""
     state_dict = load_weights(src)
     if float16:
         state_dict = {k: v.astype(np.float16) if np.issubdtype(v.dtype, np.floating) else v

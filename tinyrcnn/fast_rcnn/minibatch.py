@@ -22,7 +22,9 @@ from ..data.transforms import hflip, im_list_to_blob, preprocess, rescale
 def prepare_roidb(dataset, proposals, cfg):
     """For each image: candidate RoIs (ground truth + proposals), each with its best-matching
     ground-truth box, that IoU, and the label. Difficult objects are left out, as in the
-    original code, and so are images with no RoI to sample. Returns a list of dicts."""
+    original code, and so are images with no RoI to sample. An image with no object at all is a
+    negative: every RoI of it is background (`bg_lo` 0: the [0.1, 0.5) rule of Sec. 2.3 picks
+    background near objects, and there are none). Returns a list of dicts."""
     roidb = []
     for i in range(len(dataset)):
         gt = dataset.annotation(i)
@@ -38,12 +40,14 @@ def prepare_roidb(dataset, proposals, cfg):
         else:
             assignment = np.zeros(len(rois), np.int64)
             max_iou = np.zeros(len(rois), np.float32)
+        bg_lo = 0.0 if len(gt['boxes']) == 0 else cfg.bg_thresh_lo
         usable = (max_iou >= cfg.fg_thresh).any() or (
-            (max_iou < cfg.bg_thresh_hi) & (max_iou >= cfg.bg_thresh_lo)).any()
+            (max_iou < cfg.bg_thresh_hi) & (max_iou >= bg_lo)).any()
         if not usable:    # nothing to sample (e.g. only difficult objects): skip, as the original
             continue      # code's filter_roidb does
         roidb.append({'index': i, 'id': gt['id'], 'rois': rois, 'gt_boxes': gt_boxes,
-                      'gt_labels': gt_labels, 'assignment': assignment, 'max_iou': max_iou})
+                      'gt_labels': gt_labels, 'assignment': assignment, 'max_iou': max_iou,
+                      'bg_lo': bg_lo})
     if not roidb:
         raise ValueError('no training image has a usable RoI (foreground IoU >= '
                          f'{cfg.fg_thresh} or background IoU in [{cfg.bg_thresh_lo}, {cfg.bg_thresh_hi}))')
@@ -63,11 +67,12 @@ def target_stats(roidb, cfg):
 
 def sample_rois(entry, rois_per_image, cfg, rng):
     """Sec. 2.3, "Mini-batch sampling": up to fg_fraction of the RoIs from IoU >= fg_thresh,
-    the rest from IoU in [bg_thresh_lo, bg_thresh_hi), all without replacement. Returns the
-    indices into entry['rois'] (foreground first) and the labels (0 for background)."""
+    the rest from IoU in [bg_thresh_lo, bg_thresh_hi) (any RoI of a negative image), all
+    without replacement. Returns the indices into entry['rois'] (foreground first) and the
+    labels (0 for background)."""
     max_iou = entry['max_iou']
     fg = np.flatnonzero(max_iou >= cfg.fg_thresh)
-    bg = np.flatnonzero((max_iou < cfg.bg_thresh_hi) & (max_iou >= cfg.bg_thresh_lo))
+    bg = np.flatnonzero((max_iou < cfg.bg_thresh_hi) & (max_iou >= entry.get('bg_lo', cfg.bg_thresh_lo)))
     n_fg = min(int(round(cfg.fg_fraction * rois_per_image)), len(fg))
     fg = rng.choice(fg, n_fg, replace=False) if n_fg < len(fg) else fg
     n_bg = min(rois_per_image - n_fg, len(bg))

@@ -10,6 +10,7 @@ the zip carries a CRC that reading it through checks: `read_checkpoint` reads th
 damaged file is found before anything of it is used, and `newest_checkpoint` falls back to the
 one before, saying why.
 """
+import dataclasses
 import glob
 import json
 import os
@@ -19,6 +20,7 @@ import zipfile
 import numpy as np
 
 from ..utils import atomic_write
+from .config import FasterTrainConfig, TrainConfig
 
 NAME = 'checkpoint_{:08d}.npz'
 LEGACY = 'checkpoint.npz'           # the one checkpoint of earlier versions, still read
@@ -141,3 +143,27 @@ def newest_checkpoint(out_dir):
     if skipped:
         raise ValueError(f'no usable checkpoint in {out_dir}: ' + '; '.join(why for _, why in skipped))
     raise FileNotFoundError(f'no checkpoint to resume from in {out_dir}')
+
+
+def resume_settings(out_dir, model=None):
+    """('fast' or 'faster', the settings) of the newest checkpoint in out_dir whose description
+    reads (what `train --resume` continues with); `model`, where given, must be the
+    checkpoint's kind."""
+    files = checkpoint_files(out_dir)
+    if not files:
+        raise FileNotFoundError(f'no checkpoint to resume from in {out_dir}')
+    damaged = []
+    for path in files:
+        try:
+            saved = read_meta(path)['config']
+        except (ValueError, KeyError, TypeError) as e:
+            damaged.append(str(e) if isinstance(e, ValueError) else f'{path}: no settings')
+            continue
+        fast = {f.name for f in dataclasses.fields(TrainConfig)}
+        faster = {f.name for f in dataclasses.fields(FasterTrainConfig)}
+        kind = 'faster' if set(saved) & (faster - fast) else 'fast'
+        if model not in (None, kind):
+            raise ValueError(f'{path} is a checkpoint of {kind.capitalize()} R-CNN, not of '
+                             f'{model.capitalize()} R-CNN: use --model {kind} or another --out')
+        return kind, saved
+    raise ValueError(f'no usable checkpoint in {out_dir}: ' + '; '.join(damaged))

@@ -215,4 +215,5 @@ class Trainer:
 
     def export(self, path):
         """Save the model for detection: PATH.npz + PATH.json (`tinyrcnn.export`)."""
-        return export_model(self.model, path, self.class_names, self.means, self.stds, self.cfg)
+        return export_model(self.model, path, self.class_names, self.means, self.stds, self.cfg,
+                            getattr(self.dataset, 'category_ids', None))

@@ -19,51 +19,8 @@ import math
 
 import numpy as np
 
-from .backend import is_cupy_array
-from .boxes import box_iou
-
-
-def _numpy(a):
-    return a.get() if is_cupy_array(a) else np.asarray(a)
-
-
-def _labels(labels, where, num_classes):
-    labels = _numpy(labels)
-    if labels.size and (not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels))):
-        raise ValueError(f'{where}: labels must be integers in 1..{num_classes}, got {labels!r}')
-    labels = labels.astype(np.int64).reshape(-1)
-    if labels.size and (labels.min() < 1 or labels.max() > num_classes):
-        raise ValueError(f'{where}: labels must lie in 1..{num_classes} (label k is class_names[k-1]; '
-                         f'0 is background), got values in {labels.min()}..{labels.max()}')
-    return labels
-
-
-def _check_item(item, where, num_classes, keys):
-    """One image's dict -> float64 boxes (n, 4) and the other `keys` as (n,) NumPy arrays."""
-    if not isinstance(item, dict) or 'boxes' not in item or 'labels' not in item:
-        raise ValueError(f'{where}: expected a dict with {", ".join(("boxes", "labels") + keys)}, '
-                         f'got {type(item).__name__}')
-    boxes = _numpy(item['boxes'])
-    if boxes.size == 0:
-        boxes = np.zeros((0, 4))  # an image without boxes may give any empty shape
-    elif boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f'{where}: boxes must have shape (n, 4) [x1, y1, x2, y2], got {boxes.shape}')
-    boxes = boxes.astype(np.float64)
-    out = {'boxes': boxes, 'labels': _labels(item['labels'], where, num_classes)}
-    for key in keys:
-        if key == 'difficult' and key not in item:
-            out[key] = np.zeros(boxes.shape[0], dtype=bool)  # plain boxes: nothing is difficult
-            continue
-        if key not in item:
-            raise ValueError(f'{where}: missing key {key!r}')
-        out[key] = _numpy(item[key]).reshape(-1)
-        if key == 'scores':
-            out[key] = out[key].astype(np.float64)
-    for key, v in out.items():
-        if v.shape[0] != boxes.shape[0]:
-            raise ValueError(f'{where}: {key} has {v.shape[0]} entries but there are '
-                             f'{boxes.shape[0]} boxes')
-    return out
+from ..boxes import box_iou
+from .common import _check_inputs, _check_item
 
 
 def voc_ap(recall, precision, use_07_metric=True):
@@ -129,11 +86,7 @@ def evaluate_voc(detections, ground_truths, class_names, iou_threshold=0.5, use_
     Returns {'ap': {name: AP}, 'map': mean AP over classes with ground truth,
              'precision': {name: (D_c,)}, 'recall': {name: (D_c,)}, 'npos': {name: int}}.
     """
-    if isinstance(class_names, str) or len(class_names) == 0:
-        raise ValueError(f'class_names must be a non-empty sequence of names, got {class_names!r}')
-    if len(detections) != len(ground_truths):
-        raise ValueError(f'detections and ground_truths must hold one entry per image: got '
-                         f'{len(detections)} and {len(ground_truths)}')
+    _check_inputs(detections, ground_truths, class_names)
     if not 0 <= iou_threshold <= 1:
         raise ValueError(f'iou_threshold must lie in [0, 1], got {iou_threshold}')
     K = len(class_names)
