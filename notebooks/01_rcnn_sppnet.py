@@ -12,11 +12,11 @@
 # # 1. R-CNN and SPPnet: why share the convolutions
 #
 # R-CNN (Girshick et al., 2014) classifies each of ~2000 selective-search proposals by
-# cropping it, warping it to 224 x 224 and running the whole CNN on it: one forward pass *per
-# proposal*, with nothing shared, 47 s per image with VGG16 (Fast R-CNN, Sec. 1.1). SPPnet
-# (He et al., 2014) runs the convolutions *once per image*, and cuts each proposal's features
-# out of the shared feature map with spatial pyramid pooling. Fast R-CNN keeps this sharing and
-# makes it trainable end to end.
+# cropping it (with a margin of context), warping it to 224 x 224 and running the whole CNN on
+# it: one forward pass *per proposal*, with nothing shared, 47 s per image with VGG16 (Fast
+# R-CNN, Sec. 1.1). SPPnet (He et al., 2014) runs the convolutions *once per image*, and cuts
+# each proposal's features out of the shared feature map with spatial pyramid pooling. Fast
+# R-CNN keeps this sharing and makes it trainable end to end.
 #
 # This chapter measures the difference on a small trunk, and shows spatial pyramid pooling.
 
@@ -46,16 +46,24 @@ print('image', image.shape, ' proposals', proposals.shape)
 # ## R-CNN: one CNN pass per proposal
 #
 # vgg-tiny has VGG16's five stages (and stride) with far fewer channels. R-CNN's feature for a
-# proposal is pool5 of the warped crop. We time a few crops one by one; the cost is linear in
-# the number of proposals, so the measured time per crop gives the time for all 200.
+# proposal is pool5 of the warped crop. The crop is not the bare box: R-CNN first enlarges it so
+# that, after warping, 16 pixels of context surround the original box (R-CNN, Appendix A: "p =
+# 16"). We time a few crops one by one; the cost is linear in the number of proposals, so the
+# measured time per crop gives the time for all 200.
 
 # %%
 vgg = tr.models.vgg_tiny().eval()
 
 
-def warp(box, size=224):
-    """R-CNN's input: the proposal's pixels, anisotropically warped to size x size."""
-    x1, y1, x2, y2 = box.astype(int)
+def warp(box, size=224, context=16):
+    """R-CNN's input: the proposal, grown so that `context` pixels surround it once warped, then
+    anisotropically warped to size x size. (R-CNN fills what falls outside the image with the
+    mean pixel; here the grown box is clipped to the image.)"""
+    grow = size / (size - 2 * context)                      # 224 / 192: the box fills 192 of 224
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half_w, half_h = grow * (box[2] - box[0] + 1) / 2, grow * (box[3] - box[1] + 1) / 2
+    x1, y1 = int(max(cx - half_w, 0)), int(max(cy - half_h, 0))
+    x2, y2 = int(min(cx + half_w, image.shape[1] - 1)), int(min(cy + half_h, image.shape[0] - 1))
     crop = image[y1:y2 + 1, x1:x2 + 1]
     return resize(crop, (size, size), preserve_range=True).astype(np.uint8)
 
@@ -80,17 +88,25 @@ print(f'R-CNN: {per_crop * 1000:.0f} ms per proposal -> {200 * per_crop:.1f} s f
 # ## SPPnet: one CNN pass per image, then pool each proposal
 #
 # The conv layers run once on the whole image. The last max pool is left out, so the map has
-# stride 16: a proposal $[x_1, y_1, x_2, y_2]$ in pixels covers cells
-# $[\mathrm{round}(x_1/16), \mathrm{round}(x_2/16)]$ of the map. Spatial pyramid pooling
-# max-pools that window into $4 \times 4$, $2 \times 2$ and $1 \times 1$ grids and concatenates
-# them: a fixed-length vector of $C \cdot (16 + 4 + 1) = 21C$ numbers, whatever the proposal's
-# size. `F.roi_spp` is three RoI poolings flattened side by side; Fast R-CNN's RoI pooling is
-# the one-level case (chapter 2):
+# stride 16. Spatial pyramid pooling max-pools a proposal's window of the map into an
+# $L \times L$ grid for each level $L$ and concatenates them. SPPnet's detector used four
+# levels, $6 \times 6$, $3 \times 3$, $2 \times 2$ and $1 \times 1$: a fixed-length vector of
+# $C \cdot (36 + 9 + 4 + 1) = 50C$ numbers, whatever the proposal's size. `F.roi_spp` is one RoI
+# pooling per level, flattened side by side; Fast R-CNN's RoI pooling is the one-level case
+# (chapter 2).
+#
+# Which cells a proposal covers is a choice. tinyrcnn's RoI pooling projects a proposal
+# $[x_1, y_1, x_2, y_2]$ in pixels with Fast R-CNN's rule (Caffe's RoI pooling layer): cells
+# $\mathrm{round}(x_1/16)$ to $\mathrm{round}(x_2/16)$, both included. SPPnet mapped the corners
+# its own way (its Appendix A): each onto the cell whose receptive field is centred nearest to
+# it, $\lfloor x_1/16 \rfloor + 1$ on the left and top, $\lceil x_2/16 \rceil - 1$ on the right
+# and bottom. This chapter uses Fast R-CNN's rule for both.
 
 # %%
 print(inspect.getsource(roi_spp))
 
 # %%
+LEVELS = (6, 3, 2, 1)                                                       # SPPnet's detector
 rois = np.hstack([np.zeros((len(proposals), 1), np.float32), proposals])  # (R, 5) [batch, x1, y1, x2, y2]
 conv = vgg.features[:-1]                                                    # stride 16
 x = tr.Tensor(preprocess(image)[None])                                      # (1, 3, H, W)
@@ -100,12 +116,14 @@ with tr.no_grad():
     feats = conv(x)                                                         # (1, 128, H/16, W/16)
     t_conv = time.perf_counter() - start
     start = time.perf_counter()
-    spp = F.roi_spp(feats, rois, levels=(4, 2, 1), spatial_scale=1 / 16)     # (R, 128 * 21)
+    spp = F.roi_spp(feats, rois, levels=LEVELS, spatial_scale=1 / 16)        # (R, 128 * 50)
     t_spp = time.perf_counter() - start
 print('feature map', feats.shape, ' SPP features', spp.shape)
 print(f'SPPnet: conv once {t_conv:.2f} s + pooling 200 proposals {t_spp * 1000:.0f} ms')
 print(f'speed-up over R-CNN for 200 proposals: {200 * per_crop / (t_conv + t_spp):.0f}x')
-assert spp.shape == (200, 128 * 21)
+print(f'one warped crop costs {per_crop / t_conv:.1f}x one pass over the whole {image.shape[0]} x '
+      f'{image.shape[1]} image: R-CNN for 200 proposals = {200 * per_crop / t_conv:.0f} such passes')
+assert spp.shape == (200, 128 * sum(L * L for L in LEVELS))
 
 # %% [markdown]
 # Check: the $1 \times 1$ level (the last $C$ numbers) is the maximum of the feature map over
@@ -130,27 +148,69 @@ print('1x1 level == max over each window: ok')
 # %% [markdown]
 # ## The timing, as a picture
 #
-# R-CNN's cost grows with the number of proposals; SPPnet's barely does, because pooling is
-# cheap next to the convolutions.
+# SPPnet's cost grows with the number of proposals too, but each proposal adds a pooling step
+# instead of a CNN pass. We time the pyramid for 1 to 1000 RoIs twice: with the reference RoI
+# pooling (`ops/roi_pool.py`, a Python loop over RoIs and bins, the readable spec) and with the
+# speed path this chapter turned on (`speed/roi_pool.py`, vectorised over an RoI's bins, still
+# one Python step per RoI). A straight-line fit gives the cost per RoI.
 
 # %%
 R_values = [1, 10, 50, 200, 1000]
-spp_times = []
 many = np.repeat(rois, 5, axis=0)                                           # 1000 RoIs
-with tr.no_grad():
-    for R in R_values:
-        start = time.perf_counter()
-        F.roi_spp(feats, many[:R], (4, 2, 1), 1 / 16)
-        spp_times.append(t_conv + time.perf_counter() - start)
+pool_times = {}
+for path, on in (('speed path', True), ('reference loop', False)):
+    times = []
+    with tinyrcnn.speed.enabled(on), tr.no_grad():
+        for R in R_values:
+            start = time.perf_counter()
+            F.roi_spp(feats, many[:R], LEVELS, 1 / 16)
+            times.append(time.perf_counter() - start)
+    pool_times[path] = np.array(times)
+    per_roi = np.polyfit(R_values, times, 1)[0]
+    print(f'SPP pooling, {path:14s}: {per_roi * 1000:.2f} ms per RoI, 1000 RoIs {times[-1] * 1000:.0f} ms')
+per_roi = np.polyfit(R_values, pool_times['speed path'], 1)[0]
+print(f'R-CNN: {per_crop * 1000:.0f} ms per proposal = {per_crop / per_roi:.0f}x the pooling of one RoI')
+print(f'conv once: {t_conv * 1000:.0f} ms = the pooling of {t_conv / per_roi:.0f} RoIs (speed path)')
+
+
+def conv_macs(cfg, H, W, channels=3):
+    """Multiply-adds of VGG-style 3x3 conv layers (cfg as in tinyrcnn.vgg) on an H x W image."""
+    macs = 0
+    for v in cfg:
+        if v == 'M':
+            H, W = H // 2, W // 2
+        else:
+            macs, channels = macs + 9 * channels * v * H * W, v
+    return macs
+
+
+ours, paper = conv_macs(vgg.cfg, *image.shape[:2]), conv_macs(tr.vgg.VGG16_CFG, 600, 1000)
+print(f'conv multiply-adds: vgg-tiny at {image.shape[0]} x {image.shape[1]} {ours / 1e9:.2f} G, '
+      f'VGG16 at 600 x 1000 {paper / 1e9:.0f} G ({paper / ours:.0f}x)')
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 ax.loglog(counts, rcnn_times, 'o', color='C3', label='R-CNN, measured')
 ax.loglog(R_values, per_crop * np.array(R_values), '--', color='C3', label='R-CNN, linear in proposals')
-ax.loglog(R_values, spp_times, 's-', color='C0', label='SPPnet: conv once + SPP, measured')
+ax.loglog(R_values, t_conv + pool_times['speed path'], 's-', color='C0',
+          label='SPPnet: conv once + SPP (speed path)')
+ax.loglog(R_values, t_conv + pool_times['reference loop'], 's:', color='C0', alpha=0.6,
+          label='SPPnet: conv once + SPP (reference loop)')
+ax.axhline(t_conv, color='grey', lw=0.8, ls='--', label='conv once')
 ax.set(xlabel='proposals per image', ylabel='seconds per image (vgg-tiny, CPU)',
        title='sharing the convolutions')
-ax.legend()
+ax.legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# Per proposal, pooling is far cheaper than R-CNN's CNN pass (the ratio printed above): that is
+# SPPnet's speed-up. Whether pooling is also cheap *next to the convolutions* depends on both
+# sides, and this chapter is not the papers' setting. Its trunk is tiny, so one conv pass is
+# quick, and its pooling runs one Python step per RoI (per RoI and bin in the reference): a
+# modest number of RoIs already costs as much as the whole conv pass (the break-even printed
+# above). In the papers the conv layers do far more work (VGG16 at 600 x 1000: the multiply-adds
+# printed above) and RoI pooling is a CUDA kernel with one thread per output: in Fast R-CNN's
+# timing of VGG16 on 2000 RoIs (Fig. 2) RoI pooling takes about 5 % of the time, the conv
+# layers about 46 %. The GPU section below runs that kernel.
 
 # %% [markdown]
 # ## The pyramid on one proposal
@@ -165,8 +225,8 @@ plt.show()
 gt = np.array([o['box'] for o in objects], np.float32)                    # (G, 4)
 largest = np.argmax((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
 r = int(np.argmax(tr.boxes.box_iou(proposals, gt[largest:largest + 1])[:, 0]))  # the best proposal for it
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-for ax, L in zip(axes, (4, 2, 1)):
+fig, axes = plt.subplots(1, len(LEVELS), figsize=(14, 3.2))
+for ax, L in zip(axes, LEVELS):
     ax.imshow(image)
     hs, he, ws, we = (e[r] for e in bin_edges(rois, 1 / 16, (L, L), H, W))
     for i in range(L):
@@ -197,7 +257,7 @@ if tr.cuda_available():
         cupy.cuda.Device().synchronize()
         t_rcnn_gpu = time.perf_counter() - start
         start = time.perf_counter()
-        F.roi_spp(vgg_gpu.features[:-1](x.to('cuda')), tr.Tensor(rois).to('cuda'), (4, 2, 1), 1 / 16)
+        F.roi_spp(vgg_gpu.features[:-1](x.to('cuda')), tr.Tensor(rois).to('cuda'), LEVELS, 1 / 16)
         cupy.cuda.Device().synchronize()
         t_spp_gpu = time.perf_counter() - start
     print(f'GPU: R-CNN (200 crops in one batch) {t_rcnn_gpu * 1000:.0f} ms, SPPnet {t_spp_gpu * 1000:.0f} ms')
@@ -207,11 +267,23 @@ else:
 # %% [markdown]
 # ## Summary
 #
-# * R-CNN runs the CNN once per proposal: its test time is linear in the number of proposals
-#   (about 200 x the cost of one image-sized pass here).
+# * R-CNN runs the CNN once per proposal, on the box grown by 16 pixels of context and warped
+#   to 224 x 224: its test time is linear in the number of proposals (here one crop costs
+#   about as much as a pass over the whole small image: the ratio is printed above).
 # * SPPnet shares the convolutions: one pass per image, then spatial pyramid pooling turns
-#   each proposal's window of the feature map into a fixed-length vector ($21C$ numbers).
-# * SPPnet's drawbacks (Fast R-CNN, Sec. 1.1) are in training: a multi-stage pipeline, features
-#   cached on disk, and conv layers that cannot be fine-tuned through the pyramid. Fast R-CNN
-#   fixes these with a single-level pyramid (RoI pooling, chapter 2) and a training scheme that
-#   back-propagates through it (chapter 4).
+#   each proposal's window of the feature map into a fixed-length vector ($50C$ numbers with
+#   its detector's {6 x 6, 3 x 3, 2 x 2, 1 x 1} pyramid). Each further proposal costs a pooling
+#   step, not a CNN pass; that pooling is negligible next to the convolutions when it is a GPU
+#   kernel behind VGG16, not when it is a Python loop behind a tiny trunk, as here.
+# * The window a proposal covers on the map comes from a projection rule; tinyrcnn uses Fast
+#   R-CNN's, $\mathrm{round}(x/16)$, where SPPnet had its own corner mapping.
+# * SPPnet's drawbacks (Fast R-CNN, Sec. 1.1) are in training: a multi-stage pipeline
+#   (fine-tuning, then SVMs, then box regressors), features cached on disk, and fine-tuning that
+#   leaves the conv layers below the pyramid fixed. Back-propagating through the pyramid was
+#   possible but inefficient: each training RoI came from a different image, and an RoI's
+#   receptive field can span the whole image, so every RoI needed a conv pass of its own
+#   (Sec. 2.3). Fast R-CNN fixes this with hierarchical sampling (N = 2 images per mini-batch,
+#   R/N = 64 RoIs from each, sharing the conv pass), one fine-tuning stage with a multi-task
+#   loss for classifier and box regressor together, and no feature cache (chapter 4). Its RoI
+#   pooling is a one-level pyramid of 7 x 7 because fc6 of the pretrained network expects
+#   VGG16's 7 x 7 pool5 grid (chapters 2 and 3).

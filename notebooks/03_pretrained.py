@@ -17,13 +17,15 @@
 # 1. the last max pooling layer is replaced by a RoI pooling layer whose output fits the first
 #    fully connected layer ($H = W = 7$ for VGG16);
 # 2. the last fully connected layer and softmax (1000 ImageNet classes) are replaced by two
-#    sibling layers: a softmax over $K + 1$ classes and per-class bounding-box regressors;
+#    sibling layers: a softmax over $K + 1$ classes and per-class bounding-box regressors
+#    (four numbers for each of the $K$ object classes);
 # 3. the network takes two inputs: a list of images and a list of RoIs in those images.
 #
 # This chapter builds VGG16, reads PyTorch weights without PyTorch, performs the surgery, and
 # looks at the input preprocessing the weights expect.
 
 # %%
+import dataclasses
 import inspect
 import pathlib
 
@@ -66,12 +68,33 @@ for name, n in zip(names, counts):
     print(f'{name:8s} {n:>12,d}  {100 * n / total:5.1f}%')
 print(f'{"total":8s} {total:>12,d}')
 assert total == 138_357_544      # torchvision's count for VGG16
+fc6_share = counts[names.index('fc6')] / total
 
 fig, ax = plt.subplots(figsize=(9, 3))
 ax.bar(names, np.array(counts) / 1e6, color=['C0'] * 13 + ['C1'] * 3)
-ax.set(ylabel='parameters (millions)', title='VGG16: fc6 alone holds three quarters of the weights')
+ax.set(ylabel='parameters (millions)', title=f'VGG16: fc6 alone holds {fc6_share:.0%} of the weights')
 ax.tick_params(axis='x', rotation=60)
 plt.show()
+
+# %% [markdown]
+# Parameters are not time. In a detector the conv layers run once per image, but fc6 and fc7
+# run once per RoI: with 2000 RoIs they take about 45 % of VGG16's detection time (Fast R-CNN,
+# Sec. 3.1 and Fig. 2), which is why truncated SVD of the fc layers pays off at test time
+# (chapter 6). Counting multiply-adds for a 600 x 1000 image with 2000 RoIs tells the same
+# story, roughly: the share below is work, not time (a layer's speed per multiply-add varies),
+# so it lands near the measured 45 % without matching it:
+
+# %%
+H, W, macs_conv, channels = 600, 1000, 0, 3
+for module in vgg.features[:-1]:                       # Fast R-CNN drops the last max pool
+    if isinstance(module, tr.nn.MaxPool2d):
+        H, W = H // 2, W // 2
+    elif isinstance(module, tr.nn.Conv2d):
+        out_channels, in_channels, kh, kw = module.weight.shape
+        macs_conv += out_channels * in_channels * kh * kw * H * W
+macs_fc = 2000 * (vgg.classifier[0].weight.size + vgg.classifier[3].weight.size)   # fc6 + fc7, per RoI
+print(f'conv layers, once per image: {macs_conv / 1e9:.0f} G multiply-adds; fc6 + fc7 for 2000 RoIs: '
+      f'{macs_fc / 1e9:.0f} G ({macs_fc / (macs_conv + macs_fc):.0%} of the two)')
 
 # %% [markdown]
 # A check of the wiring: the adaptive average pool makes any input size give 7 x 7 before fc6,
@@ -127,7 +150,13 @@ print('loaded', len(conv_state), 'conv arrays')
 # layers (so pre-trained conv, fc6 and fc7 weights carry over), drops the last max pool (the
 # feature map keeps stride 16, hence `spatial_scale = 1/16`), and adds `cls_score` and
 # `bbox_pred`, initialised from zero-mean Gaussians with standard deviations 0.01 and 0.001
-# (Sec. 2.3). conv1 and conv2 stay frozen (Sec. 4.5: they learn generic, low-level features).
+# (Sec. 2.3). By default conv1 and conv2 stay frozen (`freeze_stages=2`), as in the paper's
+# VGG16 runs, which fine-tune conv3_1 and up. Sec. 4.5 explains the choice. For the small
+# networks S and M, conv1 is generic and learning it or not makes no meaningful difference. For
+# VGG16 the choice is practical: learning from conv2_1 up trains 1.3x slower for +0.3 mAP, and
+# from conv1_1 up it did not fit in GPU memory. What does matter is fine-tuning the deeper conv
+# layers at all: with every conv layer frozen and only the fc layers learned, as SPPnet did,
+# VGG16's mAP on VOC07 falls from 66.9 to 61.4 (Table 5).
 # The surgery, in `tinyrcnn/fast_rcnn/network.py`:
 
 # %%
@@ -149,7 +178,9 @@ assert abs(fast.bbox_pred.weight.numpy().std() - 0.001) < 1e-4
 # %% [markdown]
 # Two inputs, two outputs: images `(N, 3, H, W)` and RoIs `(R, 5)` rows
 # `[batch_index, x1, y1, x2, y2]`, giving class scores `(R, K + 1)` and box offsets
-# `(R, 4(K + 1))`:
+# `(R, 4(K + 1))`. The paper's regressor has $4K$ outputs, one box per object class (Sec. 2);
+# tinyrcnn follows the released code, which also gives the background class 0 a box (never
+# trained, never used), so that class $k$'s offsets sit in columns $4k$ to $4k + 3$:
 
 # %%
 images = tr.Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 96)).astype(np.float32))
@@ -162,11 +193,33 @@ del vgg, fast, cls_score, bbox_pred                      # free the 0.5 GB
 
 # %% [markdown]
 # On a CPU the demo uses **vgg-tiny**: the same five stages and stride with far fewer channels
-# (16 to 128) and 256-unit fc layers, trained from scratch on the synthetic data.
+# (16 to 128) and 256-unit fc layers. There are no ImageNet weights for it, so the demo first
+# pretrains the same network on crops of the training objects (`tinyrcnn/train/pretrain.py`:
+# each crop is one image whose RoI is the whole crop, log loss only, with the run's
+# optimiser), then fine-tunes it for detection. That fine-tuning departs from Sec. 2.3's
+# settings; the list below is computed from the demo's settings (`tinyrcnn/demo.py`) against
+# the paper's defaults (`tinyrcnn/train/config.py`):
 
 # %%
+from tinyrcnn.demo import demo_settings
+from tinyrcnn.train import TrainConfig
+
+paper, demo = dataclasses.asdict(TrainConfig()), demo_settings('cpu')
+bookkeeping = {'checkpoint_every', 'threads', 'source'}       # not training settings
+for key in paper:
+    if paper[key] != demo[key] and key not in bookkeeping:
+        print(f'{key:20s} paper {paper[key]!s:12s} demo {demo[key]}')
+assert demo['optimizer'] == 'adam' and demo['freeze_stages'] == 0 and demo['weight_decay'] == 0
+
 tiny = tr.models.FastRCNN('vgg-tiny', num_classes=6, freeze_stages=0)
 print(f'vgg-tiny Fast R-CNN: {tiny.num_parameters():,d} parameters')
+
+# %% [markdown]
+# Read as departures from the paper: Adam in place of SGD with momentum 0.9 (same base rate,
+# 0.001), no weight decay (the paper's is 0.0005), no dropout in fc6 and fc7 (`dropout None`
+# keeps VGG's 0.5), every conv stage trained (the paper freezes conv1 and conv2), images at
+# shorter side 288 instead of 600, and a short schedule. These suit a short run of a small
+# network that saw no ImageNet; `pretrain_iterations` is the crop pretraining.
 
 # %% [markdown]
 # ## Preprocessing must match the weights
@@ -198,11 +251,15 @@ plt.show()
 # %% [markdown]
 # ## Summary
 #
-# * VGG16 has 138.4 M parameters; fc6 alone has 102.8 M (74%), which is why truncated SVD of
-#   the fc layers pays off at test time (chapter 6).
+# * VGG16 has 138.4 M parameters, most of them in fc6 (the share is printed above). What makes
+#   truncated SVD of the fc layers pay off at test time (chapter 6) is time, not size: fc6 and
+#   fc7 run once per RoI, about 45 % of VGG16's detection time with 2000 RoIs (Sec. 3.1).
 # * `load_weights` reads PyTorch files without PyTorch; `load_state_dict` lists every missing,
 #   unexpected or mis-shaped array at once.
 # * `FastRCNN(trunk, K)` replaces the last max pool by 7 x 7 RoI pooling at stride 16, replaces
-#   fc8 by `cls_score` ($K+1$) and `bbox_pred` ($4(K+1)$), takes images and RoIs, and freezes
-#   conv1-conv2.
+#   fc8 by `cls_score` ($K+1$) and `bbox_pred` ($4(K+1)$ as in the released code; $4K$ in the
+#   paper), takes images and RoIs, and by default freezes conv1-conv2 (a practical choice for
+#   VGG16, Sec. 4.5; freezing all conv layers costs 5.5 mAP, Table 5).
+# * The CPU demo's vgg-tiny is crop-pretrained, then fine-tuned with Adam, no dropout, no weight
+#   decay, all stages trainable, at shorter side 288.
 # * The input must be preprocessed as the weights expect (`PREPROCESS[source]`).

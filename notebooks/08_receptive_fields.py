@@ -102,12 +102,19 @@ assert receptive_field(layers) == (212, 32, 15.5)     # pool5
 # pass of VGG16's conv layers on a 96 x 160 image.
 
 # %%
-def predicted(size):
+is_pool = [isinstance(m, tr.nn.MaxPool2d) for m in vgg16_features if geometry(m) is not None]
+
+
+def predicted(size, ceil_mode=False):
+    """Map size after each pool; ceil_mode=True rounds the pools' division up, as Caffe does."""
     h, w = size
     sizes = []
-    for (f, s, pad), module in zip(layers, [m for m in vgg16_features if geometry(m) is not None]):
-        h, w = (h - f + 2 * pad) // s + 1, (w - f + 2 * pad) // s + 1
-        if isinstance(module, tr.nn.MaxPool2d):
+    for (f, s, pad), pool in zip(layers, is_pool):
+        if pool and ceil_mode:
+            h, w = -(-(h - f + 2 * pad) // s) + 1, -(-(w - f + 2 * pad) // s) + 1
+        else:
+            h, w = (h - f + 2 * pad) // s + 1, (w - f + 2 * pad) // s + 1
+        if pool:
             sizes.append((h, w))
     return sizes
 
@@ -121,8 +128,22 @@ with tr.no_grad():
             actual.append(x.shape[2:])
 print('after each pool:', actual)
 assert actual == predicted((96, 160))
-print('600 x 1000 image -> conv5_3 map', predicted((600, 1000))[3], '(after pool4, before pool5)')
+floor_map, ceil_map = predicted((600, 1000))[3], predicted((600, 1000), ceil_mode=True)[3]
+print('600 x 1000 image -> conv5_3 map (after pool4, before pool5):')
+print(f'  floor mode (tinyrcnn, PyTorch):      {floor_map[0]} x {floor_map[1]};  after each pool', predicted((600, 1000)))
+print(f'  ceil mode (Caffe, the papers\' code): {ceil_map[0]} x {ceil_map[1]};  after each pool',
+      predicted((600, 1000), ceil_mode=True))
+assert floor_map == (37, 62) and ceil_map == (38, 63)
 del vgg16_features
+
+# %% [markdown]
+# The two differ at pool4: $600 / 8 = 75$ rows enter it, and $75 / 2$ is 37 whole windows plus
+# one row. tinyrcnn's `MaxPool2d` (like PyTorch's default) drops that row: the bottom 8 pixels of
+# the image have no conv5_3 unit of their own (they still reach the units above them through the
+# receptive field). Caffe's pooling rounds up and pools the last, partial window, so the released
+# Fast and Faster R-CNN code sees a 38 x 63 map. Chapter 9 counts anchors on it: 37 x 62 x 9
+# with tinyrcnn, 38 x 63 x 9 in Caffe. A 2x2 pool in ceil mode needs no padding to do that: its
+# last window simply has one row or column instead of two.
 
 # %% [markdown]
 # ## Measured: which pixels can change one unit?
@@ -201,10 +222,77 @@ print(f'cells {cells[0]}..{cells[2]} x {cells[1]}..{cells[3]}: centres at pixels
 # on $16c + 7.5$: the original RoI pooling accepts this half-cell offset, and the coarse 16-pixel
 # quantisation of the RoI's corners (later removed by RoIAlign).
 #
+# ## How many proposals share one pooling window?
+#
+# A worry from the paper notes this project started from (seed 001): on a 14 x 14 map,
+# proposals that differ by a few pixels round to the same cells, so RoI pooling gives them the
+# *same* features, yet one may be an object (IoU >= 0.5) and another background. How often does
+# that happen? Take chapter 5's VOC-sized image (375 x 500), its selective-search proposals, and
+# project each one as RoI pooling does, $\mathrm{round}(x \cdot f / 16)$ at image factor $f$;
+# proposals with the same four cells get identical pooled features. A *mixed* window holds a
+# foreground proposal (IoU >= 0.5 with an object) and a background one (IoU in [0.1, 0.5), Fast
+# R-CNN's training labels, Sec. 2.3).
+
+# %%
+from tinyrcnn.boxes import box_iou
+
+image, objects, _ = render_shapes_image(np.random.default_rng(7), 375, 500)   # chapter 5's image
+proposals = tr.proposals.selective_search(image)                             # (P, 4) in pixels
+gt_boxes = np.array([o['box'] for o in objects], np.float32)
+best_iou = box_iou(proposals, gt_boxes).max(axis=1)
+fg, bg = best_iou >= 0.5, (best_iou >= 0.1) & (best_iou < 0.5)
+
+
+def windows(factor):
+    """Number of distinct RoI-pooling windows, the number of mixed ones and the proposals in them."""
+    cells = round_half_away(proposals * np.float32(factor / 16)).astype(np.int64)   # (P, 4)
+    distinct, group = np.unique(cells, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    mixed = np.intersect1d(group[fg], group[bg])                     # windows holding both
+    return len(distinct), len(mixed), int(np.isin(group, mixed).sum())
+
+
+print(f'{len(proposals)} proposals ({fg.sum()} foreground, {bg.sum()} background), '
+      f'{len(np.unique(proposals.astype(int), axis=0))} distinct in pixels')
+print(f'{"shorter side":>12s} {"factor":>6s} {"stride in image px":>18s} {"windows":>8s} {"mixed":>6s} '
+      f'{"proposals in mixed":>18s}')
+sides = (375, 480, 600, 864, 1200)
+counts = {}
+for side in sides:
+    f = side / image.shape[0]
+    counts[side] = windows(f)
+    print(f'{side:12d} {f:6.2f} {16 / f:18.1f} {counts[side][0]:8d} {counts[side][1]:6d} {counts[side][2]:18d}')
+assert counts[375][0] < counts[600][0] < len(proposals)
+
+fig, ax = plt.subplots(figsize=(5, 3.2))
+ax.plot(sides, [counts[s][0] for s in sides], 'o-', label='distinct windows')
+ax.axhline(len(proposals), color='gray', ls='--', label='proposals')
+ax.axvline(600, color='tab:red', lw=0.8)
+ax.set(xlabel='shorter side of the network input (pixels)', ylabel='count', ylim=(0, len(proposals) * 1.1),
+       title='proposals onto RoI-pooling windows (stride 16)')
+ax.legend(loc='lower right')
+plt.show()
+
+# %% [markdown]
+# At the image's own size (no upsampling) one 16-pixel cell is 16 image pixels and many
+# proposals collapse: the table's first row. This is one reason for Fast R-CNN's single scale
+# of 600 (Sec. 5.2): PASCAL images are about 384 x 473 pixels on average, so resizing the
+# shorter side to 600 *upsamples* them by about 1.6 and the effective stride of RoI pooling
+# becomes about 16 / 1.6 = 10 image pixels; the row for 600 shows how many more windows that
+# separates. Collapsing does not vanish even at 1200: selective search returns many boxes a
+# pixel or two apart. The mixed windows are few, and a handful of proposals with the same
+# features but different labels is label noise that a classifier absorbs; the regression
+# targets of collapsed proposals differ too, and the head learns their average. RoIAlign (Mask
+# R-CNN) later removed the rounding altogether.
+#
 # ## Summary
 #
 # * Output size $\lfloor (H - f + 2p)/s \rfloor + 1$; receptive field $r_i = (r_{i+1} - 1)s_i + f_i$;
 #   centres $p_i = s_i p_{i+1} + (f_i - 1)/2 - \mathrm{pad}_i$.
 # * VGG16's conv5_3: stride 16, receptive field 196 pixels, unit $c$ centred on pixel
-#   $16c + 7.5$ (pool5: 212 pixels, stride 32). A 600 x 1000 image gives a 37 x 62 map.
-# * The gradient of one unit of vgg-tiny is non-zero exactly on its predicted 134 x 134 field.
+#   $16c + 7.5$ (pool5: 212 pixels, stride 32). A 600 x 1000 image gives a 37 x 62 map with
+#   floor-mode pooling (tinyrcnn), 38 x 63 with Caffe's ceil mode (the papers' code).
+# * The gradient of one unit of vgg-tiny is non-zero exactly on its predicted field (printed above).
+# * Rounding to the 16-pixel grid merges proposals into fewer pooling windows (the table above);
+#   upsampling a VOC image by about 1.6 (shorter side 600, Sec. 5.2) makes the stride about 10
+#   image pixels and separates more of them.
