@@ -33,9 +33,10 @@ from matplotlib.patches import Rectangle
 import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn.data import VOCDetection, make_shapes_voc
-from tinyrcnn.boxes import random_rois
+from tinyrcnn.boxes import decode, encode, random_rois
 from tinyrcnn.fast_rcnn.loss import multitask_loss
-from tinyrcnn.fast_rcnn.minibatch import expand_targets, make_minibatch, prepare_roidb, sample_rois
+from tinyrcnn.fast_rcnn.minibatch import (expand_targets, make_minibatch, prepare_roidb, sample_rois,
+                                          target_stats)
 from tinyrcnn.train import TrainConfig
 
 tr.manual_seed(0)
@@ -89,9 +90,11 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# The measured ratio falls short of 64 because both strategies pay the head (RoI pooling and
-# fc layers over 128 RoIs), which is a large share of vgg-tiny's small step; with VGG16 the
-# convolutions dominate even more and the ratio comes closer to 64.
+# With conv cost $c$ per image and head cost $h$ (RoI pooling and the fc layers over 128 RoIs,
+# paid by both strategies), the ratio is $(h + 128c) / (h + 2c)$: below 64 by as much as the
+# head weighs against the convolutions (the fit above is from three noisy timings on a shared
+# CPU, so the printed ratio moves from run to run). With VGG16 the convolutions dominate a
+# step even more, and the ratio comes closer to 64.
 
 # %% [markdown]
 # ## The multi-task loss
@@ -216,12 +219,88 @@ axes[1].axis('off')
 plt.show()
 
 # %% [markdown]
+# ## Box regression
+#
+# What does the regressor predict? Not box corners but the R-CNN parametrisation (R-CNN,
+# Appendix C; Fast R-CNN, Sec. 2.3): a proposal $P$ and its ground-truth box $G$, each written
+# as centre, width and height $(x, y, w, h)$, give the target
+#
+# $$t_x = \frac{G_x - P_x}{P_w}, \qquad t_y = \frac{G_y - P_y}{P_h}, \qquad
+# t_w = \log\frac{G_w}{P_w}, \qquad t_h = \log\frac{G_h}{P_h}.$$
+#
+# The shift is measured in units of the proposal's own size and the size change in log space,
+# so the same $t$ means the same correction for a small box and a large one (scale-invariant),
+# and any $t_w$ gives a positive width. Decoding inverts it: $\hat G_x = P_w t_x + P_x$,
+# $\hat G_w = P_w \exp(t_w)$, and so on. tinyrcnn's boxes are inclusive pixels
+# $[x_1, y_1, x_2, y_2]$, so $w = x_2 - x_1 + 1$ and $x = x_1 + w/2$ (`_centres`), and `decode`
+# writes $x_2 = x + w/2 - 1$ to be the exact inverse (`tinyrcnn/boxes.py`):
+
+# %%
+print(inspect.getsource(tr.boxes._centres))
+print(inspect.getsource(encode))
+print(inspect.getsource(decode))
+
+# %% [markdown]
+# The check: encode then decode gives back the ground truth, to rounding, on random boxes.
+
+# %%
+P = random_rois(1000, 1, 480, 640, seed=1)[:, 1:].astype(np.float64)     # (1000, 4) proposals
+G = random_rois(1000, 1, 480, 640, seed=2)[:, 1:].astype(np.float64)     # (1000, 4) ground truth
+t = encode(P, G)                                                          # (1000, 4) tx, ty, tw, th
+assert np.allclose(decode(P, t), G, atol=1e-6)
+pw, gw = P[:, 2] - P[:, 0] + 1, G[:, 2] - G[:, 0] + 1
+assert np.allclose(t[:, 2], np.log(gw / pw))                              # t_w = log(G_w / P_w)
+print(f'decode(P, encode(P, G)) == G: max error {np.abs(decode(P, t) - G).max():.1e} pixels')
+
+# %% [markdown]
+# **Normalisation and $\lambda = 1$.** "We normalize the ground-truth regression targets $v_i$
+# to have zero mean and unit variance. All experiments use $\lambda = 1$" (Sec. 2.3).
+# Foreground proposals overlap their object by IoU $\ge 0.5$, so their raw targets are small
+# (a few tenths): the smooth L1 loss would sit deep in its quadratic part, with a loss and a
+# gradient far below the log loss's, and $\lambda$ would have to be tuned to make up for it.
+# Divided by the training set's standard deviation, every target is of order one, like the
+# log loss, and $\lambda = 1$ balances the two. `target_stats` computes the statistics over
+# the foreground candidates of the whole training set (here only two images), once, before
+# training; the exported model folds them back into its last layer (`export_model`), so at
+# test time its outputs decode directly.
+
+# %%
+means, stds = target_stats(roidb, cfg)                                    # (4,), (4,)
+print('target means', np.round(means, 3), ' stds', np.round(stds, 3))
+v_raw = np.concatenate([encode(e['rois'][m], e['gt_boxes'][e['assignment'][m]])
+                        for e in roidb for m in [e['max_iou'] >= cfg.fg_thresh]])   # (F, 4)
+v_norm = (v_raw - means) / stds
+assert np.allclose(v_norm.mean(0), 0, atol=1e-4) and np.allclose(v_norm.std(0), 1, atol=1e-3)
+
+
+def loc_loss_at_zero(v):
+    """L_loc of a regressor that still outputs 0 (as at initialisation), per foreground RoI."""
+    d = np.abs(v)
+    return np.where(d < 1, 0.5 * d ** 2, d - 0.5).sum(1).mean()
+
+
+K_shapes = dataset.num_classes
+print(f'{len(v_raw)} foreground targets. Loss of an untrained network: L_cls = log(K+1) = '
+      f'{np.log(K_shapes + 1):.2f};  L_loc = {loc_loss_at_zero(v_raw):.3f} on raw targets, '
+      f'{loc_loss_at_zero(v_norm):.2f} on normalised ones')
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for ax, v, title in ((axes[0], v_raw, 'raw targets'), (axes[1], v_norm, 'normalised targets')):
+    for i, name in enumerate(('$t_x$', '$t_y$', '$t_w$', '$t_h$')):
+        ax.hist(v[:, i], bins=30, histtype='step', lw=1.5, label=name)
+    ax.set(title=title, xlabel='target value', ylabel='foreground RoIs')
+    ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
 # The whole mini-batch: both images rescaled, flipped with probability 0.5, padded into one
-# blob; RoIs carry their image's index.
+# blob; RoIs carry their image's index, and `bbox_targets` are the normalised targets of each
+# RoI's true class.
 
 # %%
 blob, rois, batch_labels, bbox_targets, bbox_weights = make_minibatch(
-    dataset, roidb, [0, 1], cfg, dataset.num_classes, np.zeros(4), np.ones(4), np.random.default_rng(1))
+    dataset, roidb, [0, 1], cfg, dataset.num_classes, means, stds, np.random.default_rng(1))
 print('images', blob.shape, ' rois', rois.shape, ' labels', batch_labels.shape, ' bbox_targets', bbox_targets.shape)
 print('RoIs per image:', np.bincount(rois[:, 0].astype(int)).tolist(), ' foreground:', int((batch_labels > 0).sum()))
 
@@ -268,6 +347,10 @@ print('gradcheck: ok')
 #   fine-tune the conv layers.
 # * The loss is log loss plus $\lambda [u \ge 1]$ smooth L1 on the true class's box offsets;
 #   smooth L1's gradient is bounded, so no careful learning-rate tuning is needed.
+# * The regressor predicts the R-CNN offsets $t_x, t_y$ (shift in units of the proposal's
+#   size) and $t_w, t_h$ (log size ratio); `decode` inverts `encode`. Targets are normalised to
+#   zero mean and unit variance over the training set, which is what lets $\lambda = 1$
+#   balance the two losses.
 # * Each image gives 25% foreground RoIs (IoU $\ge 0.5$) and 75% background (IoU in
 #   $[0.1, 0.5)$).
 # * RoI pooling's backward sends each output's gradient to the argmax saved in forward, summed

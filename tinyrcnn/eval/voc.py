@@ -1,6 +1,9 @@
 """PASCAL VOC detection evaluation: average precision per class and mAP (Everingham et al., 2010).
 
-The rules are those of the VOC devkit (and of the `voc_eval` that Fast R-CNN ships):
+The rules are those of the VOC devkit as py-faster-rcnn's `voc_eval.py` writes them (the
+released Faster R-CNN code; Fast R-CNN's own code called the MATLAB devkit, whose VOCevaldet
+matches at IoU >= 0.5 where voc_eval.py, and tinyrcnn, take > 0.5: they differ only for an IoU
+of exactly 0.5):
   * the detections of a class are ranked by decreasing score over all images (a stable sort, so
     equal scores keep image order, then their order within the image);
   * each detection takes the ground truth of its image and class with the highest IoU (+1 pixel

@@ -167,7 +167,8 @@ def _empty_detections():
 
 
 def postprocess(scores, boxes, score_thresh=0.05, nms_thresh=0.3, max_per_image=100):
-    """`im_detect`'s scores and boxes -> final detections (the original code's test_net).
+    """`im_detect`'s scores and boxes -> final detections, as py-faster-rcnn's test_net (the
+    released Faster R-CNN code) makes them.
 
     For each class k >= 1: proposals with p_k > score_thresh, NMS at IoU nms_thresh among the
     class-k boxes; then the max_per_image highest scores over all classes (None: no cap).

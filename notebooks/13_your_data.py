@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # 11. Your own data: the COCO format, COCO's metrics, a folder of photos
+# # 13. Your own data: the COCO format, COCO's metrics, a folder of photos
 #
 # The chapters so far read PASCAL VOC's layout: one XML file per image. Most data sets made
 # today come in the other layout, COCO's (Lin et al., 2014): one JSON file with three lists,
@@ -51,7 +51,7 @@ from tinyrcnn.proposals import compute_dataset_proposals
 from tinyrcnn.train import FastRCNNTrainer, TrainConfig
 
 tinyrcnn.speed.enable()   # the CPU speed paths on: this chapter detects in a few dozen images
-work = pathlib.Path(tempfile.mkdtemp(prefix='tinyrcnn-ch11-'))
+work = pathlib.Path(tempfile.mkdtemp(prefix='tinyrcnn-ch13-'))
 
 # %% [markdown]
 # ## A COCO file from the shapes set
