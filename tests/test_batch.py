@@ -102,3 +102,20 @@ def test_train_and_test_on_a_coco_file_with_both_metrics(tmp_path, capsys):
     assert code == 0 and 'mAP@0.5 (VOC07 11-point): ' in out, err
     code, out, err = cli(capsys, 'test', *model, '--data', tmp_path / 'voc')
     assert code != 0 and 'not both' in err
+    assert (tmp_path / 'train_proposals').is_dir()                  # the cache of this file only
+    data['categories'].reverse()                                    # same names, other order
+    for c, name in zip(data['categories'], voc.class_names):
+        c['name'] = name
+    path.write_text(json.dumps(data))
+    code, out, err = cli(capsys, 'test', *model)
+    assert code != 0 and "the model's classes" in err and err.count('\n') == 1, err
+
+
+def test_a_folder_with_one_image_is_still_a_folder(tmp_path, capsys):
+    (tmp_path / 'one').mkdir()
+    shapes_jpg(tmp_path / 'one' / '5.jpg', 5)
+    code, out, err = cli(capsys, 'detect', tmp_path / 'one', '--out', tmp_path / 'dets')
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / 'dets')) == ['5_detections.png', 'detections.json']
+    code, out, err = cli(capsys, 'detect', tmp_path / 'one', '--json', tmp_path)
+    assert code != 0 and 'a folder, expected a file name' in err

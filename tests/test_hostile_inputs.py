@@ -242,7 +242,11 @@ def test_checkpoints_and_resume(tmp_path, capsys):
         path.write_bytes(path.read_bytes()[:1000])
     code, _, stderr = cli(capsys, *run, '--resume')
     assert code != 0 and stderr.count('\n') == 1 and 'no usable checkpoint' in stderr, stderr
-    assert cli(capsys, *run)[0] == 0                                   # a fresh run over them
+    code, _, stderr = cli(capsys, *run)                                # a fresh run over them
+    assert code != 0 and 'holds the checkpoints of another run: add --resume' in stderr, stderr
+    for path in (tmp_path / 'run').glob('checkpoint_*.npz'):
+        path.unlink()
+    assert cli(capsys, *run)[0] == 0
     code, _, stderr = cli(capsys, *run, 'lr=0.5', '--resume')
     assert code != 0 and 'lr (checkpoint 0.001, now 0.5)' in stderr and 'override' in stderr, stderr
     assert cli(capsys, *run, 'lr=0.5', '--resume', '--override')[0] == 0

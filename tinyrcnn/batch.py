@@ -17,13 +17,34 @@ import json
 import os
 import time
 
+import numpy as np
+
 from .data.image import read_image
+from .export import DEMO_MODEL
 from .fast_rcnn.detect import detect
 from .proposals import selective_search
 from .utils import atomic_write, progress
 from .viz import draw_detections
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+
+def default_weights(path):
+    """The model `detect`/`test` use: PATH; by default out/demo/model where `make demo` has
+    written it, else the demo model shipped in the package."""
+    if path:
+        return path
+    return 'out/demo/model' if os.path.exists('out/demo/model.json') else DEMO_MODEL
+
+
+def read_proposals(path):
+    """A .npy of (P, 4) boxes, one error line naming the file otherwise."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: proposals file not found') from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f'{path}: not a .npy of (P, 4) boxes ({e})') from None
 
 
 def expand_inputs(inputs):
@@ -101,32 +122,35 @@ def detect_files(model, info, paths, *, out_dir=None, pictures=None, json_path=N
     results, detections, failed, counts = [], {}, [], []
     seconds = {'proposals': 0.0, 'detection': 0.0}
     bar = progress(range(len(paths)), desc='detect') if len(paths) > 1 else range(len(paths))
-    for i in bar:
-        path = paths[i]
-        try:
-            image = read_image(path)
-            t = time.time()
-            props = None if faster else (proposals if proposals is not None
-                                         else selective_search(image, mode=proposal_mode))
-            seconds['proposals'] += time.time() - t
-            counts += [] if faster else [len(props)]
-            t = time.time()
-            dets = detect(model, image, props, score_thresh=threshold,
-                          scales=scales or tuple(info['scales']), max_size=info['max_size'],
-                          source=info['source'])
-            seconds['detection'] += time.time() - t
-        except (ValueError, OSError) as e:       # unreadable or unusable: say which, go on
-            failed.append((path, str(e).splitlines()[0] if str(e) else type(e).__name__))
-            if len(paths) > 1:
-                log(f'skipped {path}: {failed[-1][1]}')
-                continue
-            raise ValueError(f'{path}: {e}') from None
-        detections[path] = dets
-        results += coco_results(dets, ids[i], info.get('category_ids'), os.path.basename(path))
-        if pictures:
-            draw_detections(image, dets, info['class_names'], pictures[i], score_min=show)
-    if json_path:
-        text = json.dumps(results)
-        atomic_write(json_path, lambda f: f.write(text.encode()))
+    try:
+        for i in bar:
+            path = paths[i]
+            try:
+                image = read_image(path)
+                t = time.time()
+                props = None if faster else (proposals if proposals is not None
+                                             else selective_search(image, mode=proposal_mode))
+                seconds['proposals'] += time.time() - t
+                counts += [] if faster else [len(props)]
+                t = time.time()
+                dets = detect(model, image, props, score_thresh=threshold,
+                              scales=scales or tuple(info['scales']), max_size=info['max_size'],
+                              source=info['source'])
+                seconds['detection'] += time.time() - t
+            except (ValueError, OSError) as e:       # unreadable or unusable: say which, go on
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                failed.append((path, why))
+                if len(paths) > 1:
+                    log(f'skipped {path}: {why}')
+                    continue
+                raise ValueError(why if why.startswith(path) else f'{path}: {why}') from None
+            detections[path] = dets
+            results += coco_results(dets, ids[i], info.get('category_ids'), os.path.basename(path))
+            if pictures:
+                draw_detections(image, dets, info['class_names'], pictures[i], score_min=show)
+    finally:                                         # what is done is written, also on an interrupt
+        if json_path:
+            text = json.dumps(results)
+            atomic_write(json_path, lambda f: f.write(text.encode()))
     return dict(results=results, detections=detections, failed=failed, seconds=seconds,
                 proposals=counts)

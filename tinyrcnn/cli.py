@@ -12,7 +12,7 @@ import numpy as np
 
 from . import bench, speed
 from .backend import check_device
-from .batch import detect_files, expand_inputs
+from .batch import default_weights, detect_files, expand_inputs, read_proposals
 from .data import COCODetection, VOCDetection
 from .demo import run_demo
 from .eval import evaluate_coco, format_ap_table, format_coco_table
@@ -20,7 +20,7 @@ from .export import DEMO_MODEL, load_model
 from .fast_rcnn.detect import evaluate
 from .proposals import dataset_proposals
 from .train import FasterTrainConfig, TrainConfig, make_trainer
-from .train.checkpoint import resume_settings
+from .train.checkpoint import checkpoint_files, resume_settings
 from .train.pretrain import pretrain_vgg_tiny
 from .viz import plot_pr_curves
 from .weights import convert_weights
@@ -76,13 +76,15 @@ def _data_args(parser, default=None):
 
 def _data(args, default=None):
     """The data set a command names (--data VOC_ROOT [--split], or --coco-json FILE --images
-    DIR) and the folder its proposal cache lives in (the VOC root; the JSON's folder)."""
+    DIR) and the folder its proposal cache lives in (the VOC root; for a COCO file, STEM_proposals
+    beside it: COCO files often number their images 1..N, so two files share no cache)."""
     if args.coco_json:
         if args.data:
             raise ValueError('give either --data (a VOC folder) or --coco-json with --images, not both')
         if not args.images:
             raise ValueError('--coco-json needs --images DIR, the folder its file_names are in')
-        return COCODetection(args.images, args.coco_json), os.path.dirname(os.path.abspath(args.coco_json))
+        stem = os.path.splitext(os.path.abspath(args.coco_json))[0]
+        return COCODetection(args.images, args.coco_json), stem + '_proposals'
     root = args.data or default
     if not root:
         raise ValueError('give --data VOC_ROOT, or --coco-json FILE --images DIR')
@@ -116,6 +118,9 @@ def cmd_train(args):
     cfg = (FasterTrainConfig if kind == 'faster' else TrainConfig).from_dict(settings)
     if cfg.weights and not os.path.exists(cfg.weights):
         raise FileNotFoundError(f'weights file not found: {cfg.weights}')
+    if not args.resume and checkpoint_files(args.out):
+        raise ValueError(f'{args.out} holds the checkpoints of another run: add --resume to continue '
+                         f'it, or give another --out (or remove them)')
     ds, cache_root = _data(args)
     props = None if kind == 'faster' else dataset_proposals(ds, cache_root, args.proposal_mode)
     trainer = make_trainer(cfg, ds, args.out, proposals=props)
@@ -134,16 +139,6 @@ def cmd_train(args):
     print(f'model saved to {path}')
 
 
-def _read_proposals(path):
-    """A .npy of (P, 4) boxes, one error line naming the file otherwise."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f'{path}: proposals file not found') from None
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f'{path}: not a .npy of (P, 4) boxes ({e})') from None
-
-
 def _scales(scales, info):
     """The test scales: all of them for Fast R-CNN (several: a pyramid, Sec. 2.4); the first
     for Faster R-CNN, whose RPN proposes at one scale (as the released code tests)."""
@@ -153,6 +148,9 @@ def _scales(scales, info):
 def cmd_test(args):
     model, info = load_model(args.weights, args.device)
     ds, cache_root = _data(args, default='out/demo/data')
+    if tuple(info['class_names']) != tuple(ds.class_names):
+        raise ValueError(f"the model's classes {tuple(info['class_names'])} are not the data set's "
+                         f'{tuple(ds.class_names)} (same names in the same order)')
     scales = _scales(args.scales or info['scales'], info)
     # Faster R-CNN's proposals come from the network itself
     props = (None if info['architecture'] == 'faster_rcnn'
@@ -173,17 +171,9 @@ def cmd_test(args):
     print(f"mAP@0.5 ({metric}): {result['map']:.3f}")
 
 
-def _weights(path):
-    """The model `detect`/`test` use: PATH; by default out/demo/model where `make demo` has
-    written it, else the demo model shipped in the package."""
-    if path:
-        return path
-    return 'out/demo/model' if os.path.exists('out/demo/model.json') else DEMO_MODEL
-
-
 def cmd_detect(args):
     paths = expand_inputs(args.images)
-    weights = _weights(args.weights)
+    weights = default_weights(args.weights)
     model, info = load_model(weights, args.device)
     kind = 'Faster R-CNN' if info['architecture'] == 'faster_rcnn' else 'Fast R-CNN'
     shipped = ' (the demo model shipped with tinyrcnn)' if weights == DEMO_MODEL else ''
@@ -193,14 +183,18 @@ def cmd_detect(args):
     if args.proposals:
         if len(paths) > 1 or info['architecture'] == 'faster_rcnn':
             raise ValueError('--proposals is for one image and a Fast R-CNN model')
-        props = _read_proposals(args.proposals)
-    single = len(paths) == 1 and not (args.out and os.path.isdir(args.out))
+        props = read_proposals(args.proposals)
+    single = len(args.images) == 1 and os.path.isfile(args.images[0]) and not (args.out and os.path.isdir(args.out))
     if single:                          # IMAGE -> IMAGE_detections.png (or --out PNG)
         pictures = [args.out or os.path.splitext(os.path.basename(paths[0]))[0] + '_detections.png']
         out_dir, json_path = None, args.json
     else:                               # many -> a folder of pictures and one JSON
         pictures, out_dir = None, args.out or 'detections'
         json_path = args.json or os.path.join(out_dir, 'detections.json')
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise ValueError(f'--out {out_dir}: a file, expected a folder for the pictures')
+    if json_path and os.path.isdir(json_path):       # found before any work, not after
+        raise ValueError(f'--json {json_path}: a folder, expected a file name')
     done = detect_files(model, info, paths, out_dir=out_dir, pictures=pictures, json_path=json_path,
                         threshold=args.threshold, show=args.show, proposal_mode=args.proposal_mode,
                         proposals=props, scales=_scales(info['scales'], info))
@@ -342,4 +336,7 @@ def main(argv=None):
             OSError, KeyError) as e:
         message = str(e).strip().splitlines()
         return _fail(message[0] if message else type(e).__name__)
+    except Exception as e:                # a bug or a library's own error: still one line
+        message = str(e).strip().splitlines()
+        return _fail(f"{type(e).__name__}: {message[0] if message else ''} (please report it)")
     return 0

@@ -58,7 +58,10 @@ def atomic_write(path, write_fn, mode='wb'):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)           # as open() would make it (mkstemp makes 0600)
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()

@@ -44,6 +44,13 @@ def test_boxes_labels_and_crowds_convert_by_the_documented_rules(tmp_path):
     assert empty['boxes'].shape == (0, 4) and empty['labels'].shape == (0,) and empty['id'] == '3'
 
 
+def test_a_box_under_a_pixel_wide_is_one_pixel_as_in_py_faster_rcnn(tmp_path):
+    data = small_coco(tmp_path)
+    data['annotations'] = [dict(id=1, image_id=3, category_id=2, bbox=[10, 20, 0.6, 5])]
+    ds = COCODetection(tmp_path / 'img', write(tmp_path, data))
+    assert ds.dropped == 0 and ds.annotation(1)['boxes'].tolist() == [[10, 20, 10, 24]]
+
+
 def test_the_same_items_as_the_voc_reader(tmp_path):
     voc = VOCDetection(make_shapes_voc(tmp_path / 'voc', 4, 0, seed=5), 'trainval')
     path = write_coco_json(voc, tmp_path / 'voc.json')
@@ -67,6 +74,10 @@ def test_the_same_items_as_the_voc_reader(tmp_path):
     (lambda d: dict(d, annotations=[dict(d['annotations'][0], bbox=[1, 2, 3])]), 'bbox must be [x, y, w, h]'),
     (lambda d: dict(d, annotations=[{'bbox': [1, 2, 3, 4]}]), 'needs "image_id"'),
     (lambda d: dict(d, images=[{'id': 'x', 'file_name': 'a.jpg'}]), 'image 0 needs an integer "id"'),
+    (lambda d: dict(d, annotations=[dict(d['annotations'][0], image_id=[7])]), 'refers to image [7]'),
+    (lambda d: dict(d, annotations=[dict(d['annotations'][0], category_id=True)]), 'unknown category True'),
+    (lambda d: dict(d, categories=[dict(id=True, name='x')]), 'category 0 needs an integer "id"'),
+    (lambda d: dict(d, annotations=[dict(d['annotations'][0], iscrowd='0')]), 'iscrowd must be 0 or 1'),
 ])
 def test_broken_files_are_one_error_naming_the_entry(tmp_path, change, error):
     data = change(small_coco(tmp_path))

@@ -72,6 +72,7 @@ def test_other_settings_or_data_are_refused_unless_overridden(shapes, tmp_path):
         other.load_checkpoint()
     other.load_checkpoint(override=True)
     assert other.iteration == 2 and len(other.resumed['overridden']) == 2
+    assert other.optimizer.lr == 0.02 and other.schedule.base_lr == 0.02    # the new rate is used
     longer = FastRCNNTrainer(small_cfg(iterations=50, device='cpu'), ds, props, str(tmp_path))
     assert longer.load_checkpoint().iteration == 2                      # a longer run: allowed
     fewer = shapes_set(tmp_path / 'fewer', num_train=4)
@@ -110,11 +111,20 @@ def test_a_non_finite_loss_stops_before_its_update_or_skips_its_batch(shapes, tm
     ds, props = shapes
     trainer = poisoned(FastRCNNTrainer(small_cfg(iterations=7, checkpoint_every=2), ds, props,
                                        str(tmp_path / 'stop')), at=5)
-    with pytest.raises(Diverged, match='iteration 5 .*checkpoint_00000004.npz, is kept') as info:
+    with pytest.raises(Diverged, match='iteration 5 .*the state before it is saved, checkpoint_00000004') as info:
         trainer.run(show_progress=False)
     assert 'nan' in str(info.value) and trainer.iteration == 4
     assert all(np.isfinite(p.data).all() for p in trainer.model.parameters())
     assert [os.path.basename(p) for p in checkpoint_files(tmp_path / 'stop')][0] == 'checkpoint_00000004.npz'
+    between = poisoned(FastRCNNTrainer(small_cfg(iterations=7, checkpoint_every=2), ds, props,
+                                       str(tmp_path / 'between')), at=4)
+    with pytest.raises(Diverged, match='iteration 4 .*saved, checkpoint_00000003.npz'):
+        between.run(show_progress=False)                # nothing lost: iteration 3 was not saved yet
+    names = [os.path.basename(p) for p in checkpoint_files(tmp_path / 'between')]
+    assert names == ['checkpoint_00000003.npz', 'checkpoint_00000002.npz']
+    again = FastRCNNTrainer(small_cfg(iterations=7, checkpoint_every=2), ds, props,
+                            str(tmp_path / 'between')).load_checkpoint()
+    assert again.iteration == 3 and same_weights(again, between)
     skipping = poisoned(FastRCNNTrainer(small_cfg(iterations=7, checkpoint_every=2, skip_nonfinite=True),
                                         ds, props, str(tmp_path / 'skip')), at=5)
     skipping.run(show_progress=False)

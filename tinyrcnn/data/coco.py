@@ -4,10 +4,11 @@ line take either layout.
 
 The conversions, one rule each:
   * boxes: COCO writes `[x, y, w, h]` in continuous pixel coordinates; tinyrcnn's boxes are
-    0-based inclusive `[x1, y1, x2, y2]`, so x1 = x, x2 = x + w - 1 (and the +1 widths of every
-    IoU in tinyrcnn give back w). A box is clipped to the image where the image's width and height
-    are given (as py-faster-rcnn's `coco.py` does); boxes with w <= 0 or h <= 0 are dropped and
-    counted in `ds.dropped` (COCO holds a few);
+    0-based inclusive `[x1, y1, x2, y2]`, so x1 = x, x2 = x + max(0, w - 1) (the +1 widths of
+    every IoU in tinyrcnn give back w; a box under a pixel wide becomes one pixel, as in
+    py-faster-rcnn's `coco.py`). A box is clipped to the image where the image's width and height
+    are given (as py-faster-rcnn does); boxes with w <= 0 or h <= 0 are dropped and counted in
+    `ds.dropped` (COCO holds a few). `evaluate_coco` then sees these boxes, not the file's own;
   * labels: the categories sorted by their `id`, label k is the k-th (1..K; 0 is background):
     `ds.category_ids[k - 1]` is the COCO id of label k, `ds.class_names[k - 1]` its name;
   * `iscrowd` objects (one box around a crowd) are `difficult` for training: neither foreground
@@ -28,6 +29,10 @@ from .image import read_image
 
 def _where(path, what):
     return f'{path}: {what}'
+
+
+def _is_id(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value, path, what):
@@ -58,7 +63,7 @@ def _read_json(path):
 def _categories(data, path):
     cats = {}
     for k, c in enumerate(data['categories']):
-        if not isinstance(c, dict) or not isinstance(c.get('id'), int) or not isinstance(c.get('name'), str):
+        if not isinstance(c, dict) or not _is_id(c.get('id')) or not isinstance(c.get('name'), str):
             raise ValueError(_where(path, f'category {k} needs an integer "id" and a "name", got {c!r}'))
         if c['id'] in cats:
             raise ValueError(_where(path, f'category id {c["id"]} is listed twice'))
@@ -98,7 +103,7 @@ class COCODetection:
 
         self.image_ids, self._images = [], {}
         for k, im in enumerate(data['images']):
-            if not isinstance(im, dict) or not isinstance(im.get('id'), int) \
+            if not isinstance(im, dict) or not _is_id(im.get('id')) \
                     or not isinstance(im.get('file_name'), str):
                 raise ValueError(_where(path, f'image {k} needs an integer "id" and a "file_name"'))
             if im['id'] in self._images:
@@ -114,9 +119,9 @@ class COCODetection:
             what = f'annotation {k} (id {a.get("id") if isinstance(a, dict) else None})'
             if not isinstance(a, dict) or 'bbox' not in a or 'image_id' not in a or 'category_id' not in a:
                 raise ValueError(_where(path, f'{what} needs "image_id", "category_id" and "bbox"'))
-            if a['image_id'] not in self._images:
+            if not _is_id(a['image_id']) or a['image_id'] not in self._images:
                 raise ValueError(_where(path, f'{what} refers to image {a["image_id"]!r}, not in "images"'))
-            if a['category_id'] not in label_of:
+            if not _is_id(a['category_id']) or a['category_id'] not in label_of:
                 raise ValueError(_where(path, f'{what} has unknown category {a["category_id"]!r}'))
             if not isinstance(a['bbox'], list) or len(a['bbox']) != 4:
                 raise ValueError(_where(path, f'{what}: bbox must be [x, y, w, h], got {a["bbox"]!r}'))
@@ -125,7 +130,9 @@ class COCODetection:
                 self.dropped += 1
                 continue
             image = self._images[a['image_id']]
-            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), x + w - 1, y + h - 1
+            if a.get('iscrowd', 0) not in (0, 1):
+                raise ValueError(_where(path, f'{what}: iscrowd must be 0 or 1, got {a["iscrowd"]!r}'))
+            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), x + max(0.0, w - 1), y + max(0.0, h - 1)
             if image['size']:
                 x2, y2 = min(x2, image['size'][0] - 1.0), min(y2, image['size'][1] - 1.0)
             if x2 < x1 or y2 < y1:                   # nothing of it inside the image

@@ -104,7 +104,10 @@ class Trainer:
         parts = self.parts(self.batch_indices(it), rng)
         losses = backward_parts(self.part_losses, parts, self.model, cfg.threads)
         finite = all(math.isfinite(v) for v in losses)
-        if not finite and not cfg.skip_nonfinite:
+        if not finite and not cfg.skip_nonfinite:      # keep what is good: the state before it
+            saved = [os.path.basename(p) for p in checkpoint_files(self.out_dir or '.')]
+            if self.out_dir and f'checkpoint_{it:08d}.npz' not in saved:
+                self.save_checkpoint()
             raise Diverged(self.divergence_message(it + 1, losses))
         if finite:
             self.optimizer.step()
@@ -119,11 +122,11 @@ class Trainer:
     def divergence_message(self, iteration, losses):
         named = ', '.join(f'{n} {v:.4g}' for n, v in zip(self.loss_names, losses))
         files = checkpoint_files(self.out_dir) if self.out_dir else []
-        kept = (f'the last checkpoint, {os.path.basename(files[0])}, is kept' if files
-                else 'no checkpoint was written yet')
+        kept = (f'the state before it is saved, {os.path.basename(files[0])}; resume with a lower '
+                f'lr (--set lr=... --override), or with skip_nonfinite=true to skip such batches'
+                if files else 'nothing was saved (no output folder)')
         return (f'the loss is not finite at iteration {iteration} ({named}): training stopped '
-                f'before that update; {kept}; resume with a lower lr, or with skip_nonfinite=true '
-                f'to skip such batches')
+                f'before that update; {kept}')
 
     def parts(self, indices, rng):
         raise NotImplementedError
@@ -200,6 +203,7 @@ class Trainer:
         if differ and not override:
             raise ValueError(f'{os.path.basename(path)} was made with other settings: '
                              f"{'; '.join(differ)} (--override resumes anyway)")
+        base_lr, momentum = self.schedule.base_lr, self.optimizer.momentum   # this run's settings
         try:
             self.model.load_state_dict(state)
             self.optimizer.load_state_dict(opt)
@@ -207,6 +211,9 @@ class Trainer:
             raise ValueError(f'{path}: {e}') from None
         self.means, self.stds = arrays['means'], arrays['stds']
         self.schedule.load_state_dict(meta['schedule'])
+        # the checkpoint's buffers, this run's rates: the same numbers unless overridden
+        self.schedule.base_lr, self.optimizer.momentum = base_lr, momentum
+        self.optimizer.lr = self.schedule.lr_at(self.schedule.iteration)
         self.iteration = meta['iteration']
         self.history = [tuple(h) for h in meta['history']]
         self.skipped = list(meta.get('skipped', []))
