@@ -47,6 +47,7 @@ def test_the_newest_are_kept_and_a_damaged_one_falls_back(shapes, tmp_path):
                                   str(tmp_path / 'cut')).load_checkpoint()
         assert resumed.iteration == 4 and resumed.resumed['skipped'][0][0] == newest
         assert 'damaged' in resumed.resumed['skipped'][0][1]
+        assert os.path.exists(newest + '.damaged') and not os.path.exists(newest)   # set aside
     resumed.run(show_progress=False)
     assert resumed.iteration == 7 and same_weights(full, resumed)
     assert resumed.history == full.history

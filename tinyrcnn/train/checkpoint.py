@@ -77,16 +77,6 @@ def save_checkpoint(out_dir, iteration, model, optimizer, meta, arrays, keep=2):
     return path
 
 
-def read_meta(path):
-    """Only the JSON description of a checkpoint (its settings, iteration, history), read fast;
-    ValueError when it does not read."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z['meta']))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f'{path}: damaged ({e})') from None
-
-
 def read_checkpoint(path):
     """Everything in a checkpoint, every member read through (so its CRC is checked): a dict
     meta, the model's state dict, the optimiser's state dict and the other arrays by name.
@@ -155,7 +145,7 @@ def resume_settings(out_dir, model=None):
     damaged = []
     for path in files:
         try:
-            saved = read_meta(path)['config']
+            saved = read_checkpoint(path)[0]['config']    # the one --resume will load: all read
         except (ValueError, KeyError, TypeError) as e:
             damaged.append(str(e) if isinstance(e, ValueError) else f'{path}: no settings')
             continue

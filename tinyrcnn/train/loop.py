@@ -15,6 +15,7 @@ a resume refuses other settings or another data set unless told to override them
 that stops being finite ends the run before the update it would poison (`Diverged`), or, with
 skip_nonfinite, skips that batch and counts it.
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -217,6 +218,9 @@ class Trainer:
         self.iteration = meta['iteration']
         self.history = [tuple(h) for h in meta['history']]
         self.skipped = list(meta.get('skipped', []))
+        for bad, _ in skipped:                  # kept for a look, but no longer counted as kept
+            with contextlib.suppress(OSError):
+                os.replace(bad, bad + '.damaged')
         self.resumed = dict(path=path, skipped=skipped, overridden=differ if override else [])
         return self
 
