@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ from tinyrcnn.export import load_model  # noqa: E402
 from tinyrcnn.eval import evaluate_voc  # noqa: E402
 from tinyrcnn.fast_rcnn.detect import im_detect, postprocess  # noqa: E402
 from tinyrcnn.train import FasterRCNNTrainer, FasterTrainConfig  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from design_evaluations import cpu_model, git_commit  # noqa: E402  (the sibling runner's)
 from tinyrcnn.train.alternating import boundaries  # noqa: E402
 from tinyrcnn.train.pretrain import pretrain_vgg_tiny  # noqa: E402
 
@@ -54,25 +55,6 @@ PRETRAIN = dict(num_images=200, iterations=200, batch=64, crop=48, lr=0.001, see
 TRAIN = dict(CPU_FASTER_DEMO, pretrain_iterations=0, checkpoint_every=100000)
 SCHEDULES = ('joint', 'alternating')
 LOSS_NAMES = ('total', 'rpn_cls', 'rpn_loc', 'cls', 'loc')
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name:'):
-                return line.split(':', 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit():
-    try:
-        return subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def test(model, dataset, info, thresholds=(0.5, 0.7)):
