@@ -14,7 +14,7 @@ from . import bench, speed
 from .backend import check_device
 from .batch import default_weights, detect_files, expand_inputs, read_proposals
 from .data import COCODetection, VOCDetection
-from .demo import run_demo
+from .demo import run_demo, run_seeds
 from .eval import evaluate_coco, format_ap_table, format_coco_table
 from .export import DEMO_MODEL, load_model
 from .fast_rcnn.detect import evaluate
@@ -48,6 +48,12 @@ def cmd_convert_weights(args):
 
 
 def cmd_demo(args):
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f'--seeds must be >= 1, got {args.seeds}')
+        run_seeds(args.out, range(args.seed, args.seed + args.seeds), model=args.model,
+                  device=args.device, iterations=args.iterations)
+        return
     run_demo(args.out, model=args.model, seed=args.seed, device=args.device,
              iterations=args.iterations)
 
@@ -254,6 +260,8 @@ def build_parser():
     d.add_argument('--seed', type=int, default=0)
     d.add_argument('--device', default=None, help="'cpu' or 'cuda' (default: cuda if available)")
     d.add_argument('--iterations', type=int, default=None, help='override the training length')
+    d.add_argument('--seeds', type=int, default=None, metavar='N', help='N runs (seeds --seed.. '
+                   '--seed+N-1) into OUT/seed_S; prints the mean and std of the mAP')
     d.set_defaults(fn=cmd_demo)
 
     t = sub.add_parser('train', help='train Fast R-CNN on a VOC-format data set')

@@ -12,8 +12,12 @@
 The last line printed is `mAP@0.5 (VOC07 11-point): 0.xxx`.
 """
 import dataclasses
+import hashlib
+import json
 import os
 import time
+
+import numpy as np
 
 from . import backend, speed
 from .data import VOCDetection, make_shapes_voc
@@ -103,16 +107,17 @@ def compare_speed(model, dataset, n, net_args):
 
 
 def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
-             num_train=None, num_test=None, log=print):
+             num_train=None, num_test=None, log=print, overrides=None):
     """Run the demo of `model` ('fast' or 'faster') into folder `out`; returns the evaluation
-    result dict. Turns the CPU speed paths on (`tinyrcnn.speed`)."""
+    result dict. Turns the CPU speed paths on (`tinyrcnn.speed`). `overrides` replaces some of
+    the demo's training settings (the tests shrink it with them)."""
     if model not in DEMOS:
         raise ValueError(f"model must be 'fast' or 'faster', got {model!r}")
     speed.enable()
     device = device or ('cuda' if backend.cuda_available() else 'cpu')
     backend.check_device(device)
     config, cpu, gpu, data = DEMOS[model]
-    settings = dict(gpu if device == 'cuda' else cpu, seed=seed, device=device)
+    settings = dict(gpu if device == 'cuda' else cpu, seed=seed, device=device, **(overrides or {}))
     if iterations is not None:
         settings['iterations'] = iterations
         settings['step_size'] = max(1, int(iterations * 0.75))
@@ -157,3 +162,58 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
             f"{fast_total / max(t['faster'], 1e-9):.1f}x faster")
     log(f"mAP@0.5 (VOC07 11-point): {result['map']:.3f}")
     return result
+
+
+def _sha256(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_args):
+    """The demo once per seed, into OUT/seed_S, and the mean and spread of its mAP.
+
+    A seed draws the synthetic data set, the initial weights and the order of the mini-batches,
+    so the spread is that of the whole recipe, not of one of them. Each finished seed leaves
+    OUT/seed_S/result.json; a rerun with the same arguments reuses it instead of training again
+    (an interrupted `--seeds` run loses only the seed it was on). Writes OUT/seeds.json and
+    returns its content: the rows (seed, mAP, seconds, sha256 of the weights), the mean and the
+    sample standard deviation (ddof=1) of the mAP."""
+    rows = []
+    for seed in seeds:
+        folder = os.path.join(out, f'seed_{seed}')
+        path = os.path.join(folder, 'result.json')
+        key = dict(model=model, seed=seed, **{k: v for k, v in demo_args.items() if k != 'log'})
+        row = None
+        if os.path.exists(path):
+            with open(path) as f:
+                row = json.load(f)
+            if row.get('arguments') != json.loads(json.dumps(key)):
+                row = None                       # made with other arguments: run it again
+            else:
+                log(f'seed {seed}: reusing {path}')
+        if row is None:
+            start = time.time()
+            result = run_demo(folder, model=model, seed=seed, log=log, **demo_args)
+            row = dict(arguments=key, seed=seed, map=float(result['map']),
+                       seconds=round(time.time() - start, 1),
+                       weights_sha256=_sha256(os.path.join(folder, 'model.npz')))
+            with open(path + '.tmp', 'w') as f:
+                json.dump(row, f, indent=1)
+            os.replace(path + '.tmp', path)
+        rows.append(row)
+    maps = np.array([r['map'] for r in rows])
+    summary = dict(model=model, rows=rows, mean=float(maps.mean()),
+                   std=float(maps.std(ddof=1)) if len(maps) > 1 else 0.0)
+    with open(os.path.join(out, 'seeds.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    log(format_seed_table(summary))
+    return summary
+
+
+def format_seed_table(summary):
+    """The per-seed mAPs and their mean +- standard deviation as a Markdown table."""
+    lines = ['| seed | mAP@0.5 | seconds |', '| --- | --- | --- |']
+    lines += [f"| {r['seed']} | {r['map']:.3f} | {r['seconds']:.0f} |" for r in summary['rows']]
+    lines.append(f"| mean +- std ({len(summary['rows'])} seeds) | {summary['mean']:.3f} +- "
+                 f"{summary['std']:.3f} | |")
+    return '\n'.join(lines)
