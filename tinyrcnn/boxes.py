@@ -185,9 +185,9 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
         raise ValueError(f'max_keep must be None or >= 0, got {max_keep}')
     if is_cupy_array(boxes):
         dtype = boxes.dtype
-        keep = nms_bitmask(boxes, scores, iou_threshold,
-                           lambda name, n, args: launch(kernel('nms.cu', name, dtype), n, args, dtype))
-        return keep if max_keep is None else keep[:max_keep]
+        return nms_bitmask(boxes, scores, iou_threshold,
+                           lambda name, n, args: launch(kernel('nms.cu', name, dtype), n, args, dtype),
+                           max_keep)
     thresh = boxes.dtype.type(iou_threshold)  # compare in the boxes' dtype, like the kernel
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
@@ -205,28 +205,37 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
     return np.array(keep, dtype=np.int64)
 
 
-def nms_bitmask(boxes, scores, iou_threshold, run):
+# nms_reduce runs as ONE block whose threads share the OR-ing of each kept box's mask row:
+# backend.launch over this many items makes exactly one of its 256-thread blocks.
+NMS_THREADS = 256
+
+
+def nms_bitmask(boxes, scores, iou_threshold, run, max_keep=None):
     """NMS through the two kernels of `kernels/nms.cu` (after the GPU NMS of Faster R-CNN).
 
     `run(name, n, args)` executes kernel `name` over n work items: a CuPy launch on the GPU, or
     `kernels.cpu.call` in the tests, so this glue is the same code on both. Sorting happens here;
     nms_mask computes, for every box i and block of 64 later boxes, the bits of the boxes that i
-    suppresses; nms_reduce makes the single sequential pass that greedy NMS needs.
+    suppresses; nms_reduce makes the sequential pass that greedy NMS needs, on one block of
+    threads, stopping after `max_keep` boxes, and writes the kept positions in score order.
+    Reading their count back is the one device-to-host transfer.
     """
     boxes = _check_nms(boxes, scores, iou_threshold)
     xp = get_array_module(boxes)
     N = boxes.shape[0]
-    if N == 0:
+    max_keep = N if max_keep is None else min(int(max_keep), N)
+    if N == 0 or max_keep == 0:
         return xp.zeros(0, dtype=xp.int64)
     order = xp.argsort(-scores, kind='stable')
     sorted_boxes = xp.ascontiguousarray(boxes[order])  # (N, 4)
     col_blocks = (N + 63) // 64
     mask = xp.empty((N, col_blocks), dtype=xp.uint64)
     run('nms_mask', N * col_blocks, (sorted_boxes, N, float(iou_threshold), mask))
-    removed = xp.zeros(col_blocks, dtype=xp.uint64)
-    keep = xp.zeros(N, dtype=xp.uint8)
-    run('nms_reduce', 1, (mask, N, removed, keep))
-    return order[xp.flatnonzero(keep)].astype(xp.int64)
+    removed = xp.empty(col_blocks, dtype=xp.uint64)            # scratch, zeroed by the kernel
+    keep = xp.empty(N, dtype=xp.int64)                         # positions in `order`
+    num_kept = xp.empty(1, dtype=xp.int64)                     # written by the kernel
+    run('nms_reduce', NMS_THREADS, (mask, N, max_keep, removed, keep, num_kept))
+    return order[keep[:int(num_kept[0])]].astype(xp.int64, copy=False)
 
 
 def batched_nms(boxes, scores, labels, iou_threshold):

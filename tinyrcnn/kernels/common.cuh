@@ -4,6 +4,7 @@
 // handles items t, t + T, t + 2T, ... where T is the total number of threads. On the GPU the
 // launch picks the grid size; on the CPU (kernels/compat.h) there is one "thread" with T = 1,
 // so the same loop visits every item in order and the same source can be tested without a GPU.
+// kernels/compat_threads.h runs the loop on several real threads instead, to find races.
 #pragma once
 
 #define KERNEL_LOOP(i, n)                                                          \

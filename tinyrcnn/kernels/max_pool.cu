@@ -29,7 +29,8 @@ extern "C" __global__ void max_pool_forward(const scalar_t* __restrict__ x,
 }
 
 // One thread per output element adds its gradient at its argmax. Windows overlap when
-// stride < k, so two outputs may share an argmax: atomicAdd keeps that race-free.
+// stride < k, so two outputs may share an argmax: atomicAdd keeps that race-free (but on a GPU
+// the order of those adds, and so the last bits of such a pixel, may change from run to run).
 extern "C" __global__ void max_pool_backward(const scalar_t* __restrict__ gy,
                                              const index_t* __restrict__ argmax,
                                              scalar_t* __restrict__ gx,

@@ -1,18 +1,21 @@
 // Greedy non-maximum suppression with a bitmask (the scheme of the original Faster R-CNN GPU NMS),
-// written as grid-stride loops without shared memory so that compat.h can run it on the CPU.
+// written as grid-stride / block-stride loops so that compat.h can run it on the CPU.
 //
 // The boxes arrive already sorted by decreasing score, so "box i may suppress box j" means j > i.
 // The N boxes are split into col_blocks = ceil(N / 64) column blocks of 64; work item
 // t = i * col_blocks + cb computes one 64-bit word:
 //     mask[i, cb] bit b set  <=>  j = cb * 64 + b > i  and  IoU(i, j) > thresh
 // (strictly greater, as in the original code and torchvision). A second kernel, nms_reduce, walks
-// the boxes in score order once and keeps box i unless an earlier kept box set its bit.
+// the boxes in score order once, on one block of threads, and keeps box i unless an earlier kept
+// box set its bit.
 //
 // IoU must be bit-for-bit the NumPy reference (tinyrcnn/boxes.py): same +1 inclusive widths,
 // same operation order, same scalar_t. On the GPU the compiler would otherwise fuse
 // `a + b - w * h` into one fma (rounded once instead of twice), which flips IoUs that sit right at
 // the threshold; __fmul_rn / __fdiv_rn are never contracted. On the CPU a volatile store rounds
-// the product for the same reason on machines whose baseline has FMA (aarch64).
+// the product for the same reason on machines whose baseline has FMA (aarch64). CuPy compiles
+// with -ftz=true (float32 subnormals read as 0), which changes nothing here: a +1 width is 0 or
+// at least 2^-24, so no product or IoU of boxes of any sensible size is subnormal.
 #include "common.cuh"
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -64,18 +67,62 @@ extern "C" __global__ void nms_mask(const scalar_t* boxes, const index_t N, cons
   }
 }
 
-// The sequential half of greedy NMS, one work item: keep[i] = 1 for the boxes that survive.
-// removed (col_blocks,) is scratch, zeroed by the caller; keep (N,) bytes.
-extern "C" __global__ void nms_reduce(const mask_t* mask, const index_t N, mask_t* removed,
-                                      unsigned char* keep) {
+// The sequential half of greedy NMS, by ONE block of threads working together.
+//
+// Greedy NMS is sequential in the boxes (whether box i survives depends on every decision
+// before it) but parallel in the words of the mask (once box i is kept, OR-ing its row into
+// `removed` is col_blocks independent ORs). So the block walks the column blocks of 64 boxes in
+// score order, and for each one:
+//   (a) the 64 words mask[i, cb] of its boxes (the diagonal: which of the SAME 64 boxes each one
+//       suppresses) are loaded into shared memory, one word per thread;
+//   (b) every thread, redundantly and in registers, decides the 64 boxes one after another:
+//       box i is kept unless its bit is set in removed[cb] (by a kept box of an earlier column
+//       block) or in `dead` (by a kept box of this one). All threads reach the same decisions and
+//       the same count, so they leave the loops together and no one is left at a barrier;
+//   (c) the kept boxes of this column block suppress boxes further on: the words
+//       removed[cb + 1 ..] are split among the threads, each ORs in the rows of those kept boxes.
+// Two barriers per column block: before (a), so that nobody still reads the previous diagonal
+// and removed[cb] is final, and after (a), so that the diagonal is there. No word of `removed`
+// is ever written by two threads between two barriers, so there is no race (tested on real
+// threads under ThreadSanitizer, tests/kernels/test_threads.py).
+//
+// It stops as soon as max_keep boxes are kept (the RPN keeps only its top 300 or 2000), and it
+// writes the kept positions in score order, keep[0 .. *num_kept), so the host needs neither a
+// compaction nor a pass over N flags. One thread doing every block-stride item (compat.h) is the
+// same algorithm with a block of one, which is how the CPU tests run it.
+//
+// mask (N, col_blocks) from nms_mask; removed (col_blocks,) is scratch (zeroed here);
+// keep (N,) and num_kept (1,) are written by thread 0. Launch ONE block; other blocks return.
+extern "C" __global__ void nms_reduce(const mask_t* mask, const index_t N, const index_t max_keep,
+                                      mask_t* removed, index_t* keep, index_t* num_kept) {
+  if (blockIdx.x != 0) return;  // a whole block leaves, so no barrier below waits for it
   const index_t col_blocks = (N + BLOCK_BITS - 1) / BLOCK_BITS;
-  KERNEL_LOOP(t, 1) {
-    for (index_t i = 0; i < N; ++i) {
-      const mask_t bit = 1ULL << (i % BLOCK_BITS);
-      if (removed[i / BLOCK_BITS] & bit) { keep[i] = 0; continue; }
-      keep[i] = 1;
-      // Boxes before i's own block are already decided, so start OR-ing at that block.
-      for (index_t cb = i / BLOCK_BITS; cb < col_blocks; ++cb) removed[cb] |= mask[i * col_blocks + cb];
+  __shared__ mask_t diag[BLOCK_BITS];
+  for (index_t w = threadIdx.x; w < col_blocks; w += blockDim.x) removed[w] = 0;
+  index_t count = 0;  // boxes kept so far: the same value in every thread
+  for (index_t cb = 0; cb < col_blocks && count < max_keep; ++cb) {
+    const index_t first = cb * BLOCK_BITS;
+    const index_t n = N - first < BLOCK_BITS ? N - first : BLOCK_BITS;  // boxes in this block
+    __syncthreads();
+    for (index_t b = threadIdx.x; b < n; b += blockDim.x) diag[b] = mask[(first + b) * col_blocks + cb];
+    __syncthreads();
+    mask_t dead = removed[cb], kept = 0;
+    for (index_t b = 0; b < n && count < max_keep; ++b) {
+      if ((dead >> b) & 1) continue;
+      kept |= 1ULL << b;
+      if (threadIdx.x == 0) keep[count] = first + b;
+      ++count;
+      dead |= diag[b];  // box first + b suppresses later boxes of this same column block
+    }
+    if (count >= max_keep) break;  // nothing further will be decided, so nothing to spread
+    for (index_t w = cb + 1 + threadIdx.x; w < col_blocks; w += blockDim.x) {
+      mask_t r = removed[w];
+      for (mask_t k = kept; k != 0; k &= k - 1) {  // each set bit of kept, lowest first
+        const index_t i = first + __ffsll((long long)k) - 1;
+        r |= mask[i * col_blocks + w];
+      }
+      removed[w] = r;
     }
   }
+  if (threadIdx.x == 0) *num_kept = count;
 }

@@ -25,6 +25,11 @@ once, as each thread of the kernel does for one channel), the dispatch to the CU
 `kernels/roi_pool.cu` (the same rules, one thread per output), the `RoIPool` Function and the
 SPPnet-style pyramid `roi_spp`. `tinyrcnn.speed` registers a vectorised CPU forward (hook
 'roi_pool') that the tests check against this one bit for bit.
+
+On a GPU the backward pass scatters with atomicAdd, so a pixel that wins several bins gets its
+sum in a different order on every run (its last bits may change); `RoIPool.deterministic = True`
+gathers instead, in NumPy's order. float32 subnormals differ too: CuPy compiles kernels with
+-ftz=true (see kernels/roi_pool.cu).
 """
 import numpy as np
 
@@ -106,29 +111,47 @@ def _backward_numpy(gy, argmax, rois, shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# The CUDA path: kernels/roi_pool.cu, one thread per output element
+# The CUDA path: kernels/roi_pool.cu
 # ---------------------------------------------------------------------------------------------
-def _forward_cuda(x, rois, output_size, spatial_scale):
+def _run_cuda(name, n, args, dtype):
+    """Launch kernel `name` of roi_pool.cu, compiled for `dtype`, over n work items."""
+    backend.launch(backend.kernel('roi_pool.cu', name, dtype), n, args, dtype)
+
+
+def _forward_kernel(x, rois, output_size, spatial_scale, run=_run_cuda):
+    """The kernels' argument lists, built once for both builds: `run(name, n, args, dtype)` is a
+    CuPy launch here, `kernels.cpu.call` on the CPU build in the tests."""
     xp = backend.get_array_module(x)
     N, C, H, W = x.shape
     out_h, out_w = output_size
     R = len(rois)
     y = xp.empty((R, C, out_h, out_w), dtype=x.dtype)
     argmax = xp.empty((R, C, out_h, out_w), dtype=np.int64)
-    kern = backend.kernel('roi_pool.cu', 'roi_pool_forward', x.dtype)
-    backend.launch(kern, y.size, (xp.ascontiguousarray(x), xp.ascontiguousarray(rois), y, argmax,
-                                  R, C, H, W, out_h, out_w, float(spatial_scale)), x.dtype)
+    # The kernel reads rois as scalar_t, the type of x (_check converted them).
+    run('roi_pool_forward', y.size, (xp.ascontiguousarray(x), xp.ascontiguousarray(rois, dtype=x.dtype),
+                                     y, argmax, R, C, H, W, out_h, out_w, float(spatial_scale)), x.dtype)
     return y, argmax
 
 
-def _backward_cuda(gy, argmax, rois, shape):
+def _backward_kernel(gy, argmax, rois, shape, spatial_scale, deterministic=False, run=_run_cuda):
+    """gx of gy's dtype, like `_backward_numpy`. The kernel is compiled for gy's float type and
+    reads rois as that type too, so rois are converted to it: they have x's dtype, and gy's may
+    differ (a float32 gradient flowing into a float64 graph, or the reverse).
+
+    deterministic: gather (one thread per input element, a fixed order of additions, equal to
+    NumPy bit for bit) instead of scattering with atomicAdd (faster; on a GPU the order of the
+    additions, and so the last bits of a pixel won by several bins, changes from run to run)."""
     xp = backend.get_array_module(gy)
     R, C, out_h, out_w = argmax.shape
     N, _, H, W = shape
-    gx = xp.zeros(shape, dtype=gy.dtype)
-    kern = backend.kernel('roi_pool.cu', 'roi_pool_backward', gy.dtype)
-    backend.launch(kern, gy.size, (xp.ascontiguousarray(gy), argmax, xp.ascontiguousarray(rois),
-                                   gx, R, C, H, W, out_h, out_w), gy.dtype)
+    gy = xp.ascontiguousarray(gy)
+    rois = xp.ascontiguousarray(rois, dtype=gy.dtype)
+    gx = (xp.empty if deterministic else xp.zeros)(shape, dtype=gy.dtype)  # gather: writes all
+    if deterministic:
+        run('roi_pool_backward_gather', gx.size, (gy, argmax, rois, gx, N, R, C, H, W, out_h, out_w,
+                                                  float(spatial_scale)), gy.dtype)
+    else:
+        run('roi_pool_backward', gy.size, (gy, argmax, rois, gx, R, C, H, W, out_h, out_w), gy.dtype)
     return gx
 
 
@@ -159,12 +182,14 @@ def _check(x, rois, output_size, spatial_scale):
         raise ValueError(f'roi_pool spatial_scale must be a finite number > 0, got {spatial_scale!r}')
     if isinstance(rois, Tensor):
         rois = rois.data
-    rois = backend.to_device(rois if backend.is_cupy_array(rois) else np.asarray(rois),
-                             backend.device_of(x))
+    if not backend.is_cupy_array(rois):
+        rois = np.asarray(rois)
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise ValueError(f'roi_pool expects rois of shape (R, 5) with rows '
                          f'[batch_index, x1, y1, x2, y2], got shape {rois.shape}')
-    host = backend.to_device(rois, 'cpu').astype(np.float64)   # (R, 5), small: checked on the CPU
+    # (R, 5) is small: checked on the CPU. RoIs from the host are uploaded after the check;
+    # RoIs on the GPU are copied back for it, which makes the host wait for the device.
+    host = backend.to_device(rois, 'cpu').astype(np.float64)
     if not np.isfinite(host).all():
         raise ValueError(f'roi_pool rois must be finite, got a row {host[~np.isfinite(host).all(1)][0]}')
     batch, N = host[:, 0], x.shape[0]
@@ -175,26 +200,34 @@ def _check(x, rois, output_size, spatial_scale):
     if (np.abs(host[:, 1:]) * spatial_scale >= 2.0 ** 31).any():
         raise ValueError('roi_pool rois coordinates times spatial_scale must stay below 2**31 '
                          'in magnitude (they are pixel positions)')
-    return rois.astype(x.dtype, copy=False), output_size
+    return backend.to_device(rois.astype(x.dtype, copy=False), backend.device_of(x)), output_size
 
 
 class RoIPool(Function):
     """RoI max pooling (Fast R-CNN, Sec. 2.1); forward saves the argmax that backward needs."""
 
     forward_numpy = staticmethod(_forward_numpy)      # tinyrcnn.speed puts a faster one here
+    # On a GPU, True makes the backward pass reproducible run to run and equal to the NumPy
+    # path (`_backward_kernel`); the default scatters with atomicAdd, which is faster. The CPU
+    # path is deterministic either way.
+    deterministic = False
 
     def forward(self, x, rois, output_size=(7, 7), spatial_scale=1 / 16):
         rois, output_size = _check(x, rois, output_size, spatial_scale)
         self.on_gpu = backend.get_array_module(x) is not np
-        forward = _forward_cuda if self.on_gpu else self.forward_numpy
+        forward = _forward_kernel if self.on_gpu else self.forward_numpy
         y, self.argmax = forward(x, rois, output_size, spatial_scale)
-        self.rois, self.shape = rois, x.shape
+        self.rois, self.shape, self.spatial_scale = rois, x.shape, spatial_scale
         return y
 
     def backward(self, gy):
         """Sec. 2.3: each bin's gradient goes to its argmax; rois get none."""
-        backward = _backward_cuda if self.on_gpu else _backward_numpy
-        return backward(gy, self.argmax, self.rois, self.shape), None
+        if self.on_gpu:
+            gx = _backward_kernel(gy, self.argmax, self.rois, self.shape, self.spatial_scale,
+                                  self.deterministic)
+        else:
+            gx = _backward_numpy(gy, self.argmax, self.rois, self.shape)
+        return gx, None
 
 
 def roi_pool(x, rois, output_size=(7, 7), spatial_scale=1 / 16):
