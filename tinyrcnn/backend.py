@@ -101,9 +101,14 @@ def set_fast_cpu(paths):
 
 
 def scatter_add(xp, target, index, values):
-    """target[index] += values with repeated indices accumulated (NumPy's add.at)."""
-    if xp is np:
-        np.add.at(target, index, values)
+    """target[index] += values with repeated indices accumulated (NumPy's add.at).
+
+    CuPy spells it `cupy.add.at` too (since v12); cupyx.scatter_add goes through
+    ndarray.scatter_add, which newer CuPy deprecates in favour of add.at, so it is only the
+    fallback for an older CuPy. On a GPU both add with atomics: floats that land on the same
+    index sum in an order that may change from run to run."""
+    if hasattr(xp.add, 'at'):
+        xp.add.at(target, index, values)
     else:
         import cupyx
         cupyx.scatter_add(target, index, values)
