@@ -393,3 +393,70 @@ if len(rows) > 1:
           f'{last["map"] - peak["map"]:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}]; '
           f'AR {last["ar"] - peak["ar"]:+.3f}')
 print(f'chapter run time {time.perf_counter() - chapter_start:.0f} s')
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **AP by hand (Sec. 4).** A class has 4 ground-truth objects in the test set. Its 7
+#    detections, ranked by score, are: hit, miss, hit, miss, hit, miss, miss (one object is never
+#    found). Write down recall and precision after each detection, then compute the VOC07
+#    11-point AP (`voc_ap`) and the VOC2010+ area under the precision envelope
+#    (`use_07_metric=False`). Why do the thresholds 0.8, 0.9 and 1.0 add nothing to the first?
+# 2. **Exactly 0.5.** A ground truth $[0, 0, 9, 9]$ and one detection $[0, 0, 9, 19]$ of its class
+#    (0-based inclusive pixels, as everywhere in tinyrcnn). What is their IoU? What AP does
+#    `evaluate_voc` give this one detection, and what would it be with the MATLAB devkit's
+#    $\ge 0.5$ rule?
+# 3. **Average Recall rewards precise boxes (Sec. 5.5).** Two proposal sets for the same four
+#    objects give the objects the best IoUs A = (0.52, 0.55, 0.51, 0.60) and B = (0.95, 0.90,
+#    0.30, 0.92). Which set has the higher recall at IoU 0.5? Compute the AR of each. Which set
+#    would you expect to give the higher mAP after box regression, and which at COCO's stricter
+#    thresholds (chapter 13)?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = (11-point AP, area AP)
+answer = None
+hits = np.array([1, 0, 1, 0, 1, 0, 0])               # the ranked detections: 1 hit, 0 miss
+tp, fp = np.cumsum(hits), np.cumsum(1 - hits)
+recall, precision = tp / 4, tp / (tp + fp)
+check(answer, [tr.eval.voc_ap(recall, precision), tr.eval.voc_ap(recall, precision, use_07_metric=False)],
+      'at each t in 0, 0.1, ..., 1 take the best precision at recall >= t (0 if recall never gets '
+      'there) and average the 11; the area sums (recall step) x (best precision at that recall or later)')
+
+# %%
+# Exercise 2: answer = (IoU, AP with tinyrcnn's > 0.5, AP with the devkit's >= 0.5)
+answer = None
+gt = [dict(boxes=np.array([[0, 0, 9, 9]], np.float32), labels=np.array([1]), difficult=np.array([False]))]
+det = [dict(boxes=np.array([[0, 0, 9, 19]], np.float32), scores=np.array([0.9]), labels=np.array([1]))]
+iou = float(box_iou(det[0]['boxes'], gt[0]['boxes'])[0, 0])
+strict = evaluate_voc(det, gt, ['shape'])['map']
+at_least = evaluate_voc(det, gt, ['shape'], iou_threshold=np.nextafter(0.5, 0))['map']  # > (just below 0.5)
+check(answer, [iou, strict, at_least],
+      'a box [x1, y1, x2, y2] is x2 - x1 + 1 pixels wide; one object and one detection give AP 1 '
+      'if it is a hit and 0 if not')
+
+# %%
+# Exercise 3: answer = (AR of A, AR of B)
+answer = None
+best = [np.array([0.52, 0.55, 0.51, 0.60]), np.array([0.95, 0.90, 0.30, 0.92])]
+t = np.linspace(0.5, 1.0, 100001)                    # AR: the mean recall over IoU thresholds in [0.5, 1]
+check(answer, [(o[None, :] >= t[:, None]).mean() for o in best],
+      'AR is the mean over t in [0.5, 1] of the fraction of objects with best IoU >= t; '
+      'each object adds its share of that interval (the closed form above)')

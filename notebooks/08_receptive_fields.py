@@ -296,3 +296,62 @@ plt.show()
 # * Rounding to the 16-pixel grid merges proposals into fewer pooling windows (the table above);
 #   upsampling a VOC image by about 1.6 (shorter side 600, Sec. 5.2) makes the stride about 10
 #   image pixels and separates more of them.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **The conv5_3 map of a VOC image (Sec. 2.1, 5.2).** The most common PASCAL image, 500 x 375,
+#    becomes a 600 x 800 input at Fast R-CNN's scale 600. How many rows and columns has VGG16's
+#    conv5_3 map with tinyrcnn's floor-mode pooling, and with Caffe's ceil mode? Which image
+#    pixels have no conv5_3 unit of their own in floor mode?
+# 2. **Model S.** Fast R-CNN's small model S is CaffeNet (AlexNet): conv1 11 x 11 with stride 4
+#    and no padding, pool1 3 x 3 with stride 2, conv2 5 x 5 with padding 2, pool2 3 x 3 with
+#    stride 2, conv3 to conv5 3 x 3 with padding 1; its RoIs are pooled from conv5. What are a
+#    conv5 unit's total stride and receptive field? Which `spatial_scale` does RoI pooling need
+#    for model S?
+# 3. **Which cells does a RoI pool? (Sec. 2.1)** RoI pooling takes a RoI in input pixels to the
+#    cells $\mathrm{round}(x / 16)$, with C's `round` (halves away from zero, as
+#    `round_half_away`). Which cells $[c_{x1}, c_{y1}, c_{x2}, c_{y2}]$ does the RoI
+#    $[40, 8, 199, 135]$ pool from conv5_3? How many cells wide and high is its window, and
+#    which corners would NumPy's `np.round` (halves to even) move?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = ((rows, cols) in floor mode, (rows, cols) in ceil mode)
+answer = None
+check(answer, [predicted((600, 800))[3], predicted((600, 800), ceil_mode=True)[3]],
+      'the 3x3 convs with padding 1 keep the size; each 2x2 pool halves it, rounding down (floor) '
+      'or up (ceil); conv5_3 comes after four pools')
+
+# %%
+# Exercise 2: answer = (total stride, receptive field) of CaffeNet's conv5
+answer = None
+caffenet_conv5 = [(11, 4, 0), (3, 2, 0), (5, 1, 2), (3, 2, 0), (3, 1, 1), (3, 1, 1), (3, 1, 1)]  # (f, s, pad)
+rf, total_stride, _ = receptive_field(caffenet_conv5)
+check(answer, (total_stride, rf),
+      'the stride is the product of the strides; walk down from r = 1 at conv5 with '
+      'r = (r - 1) s + f, one layer at a time')
+
+# %%
+# Exercise 3: answer = [cx1, cy1, cx2, cy2]
+answer = None
+roi = np.array([40, 8, 199, 135], np.float32)
+check(answer, round_half_away(roi * np.float32(1 / 16)),
+      'divide each coordinate by 16 and round; 2.5 and 0.5 round away from zero')

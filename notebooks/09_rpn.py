@@ -395,3 +395,62 @@ plt.show()
 # - Anchors are a pyramid of references: one image scale, one filter, 3 scales x 3 ratios.
 # - Labels: IoU >= 0.7 or best for a ground truth is positive, < 0.3 negative, 256 sampled with
 #   at most 128 positive, border-crossing anchors ignored in training (counted above).
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **Counting anchors (Sec. 3.1.1).** The RPN of this chapter (vgg-tiny, stride 16, $k = 9$)
+#    gets a 500 x 700 input, which is not a multiple of 16. How many anchors does it score?
+# 2. **Labelling one object (Sec. 3.1.2, 3.1.3).** A 480 x 640 input holds one object, exactly
+#    the 128 x 128 anchor of cell (10, 10): the box $[104, 104, 231, 231]$. With the paper's 9
+#    anchors (`generate_anchors()`), how many anchors are labelled positive? How many positives
+#    and how many negatives does the 256-anchor mini-batch then hold? (Work out the IoU of two
+#    128 x 128 boxes one cell apart, sideways and diagonally, and of the other anchor shapes
+#    centred on the object.)
+# 3. **More anchors, still small (Sec. 3.1.1).** With 5 scales x 3 ratios ($k = 15$) per position,
+#    how many parameters (weights and biases) would VGG16's RPN output layers, `cls_score` and
+#    `bbox_pred`, hold? How does that compare with MultiBox's output layer?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = the number of anchors
+answer = None
+with tr.no_grad():
+    map_h, map_w = model.features(tr.Tensor(np.zeros((1, 3, 500, 700), np.float32))).shape[2:]
+check(answer, len(model.anchors(map_h, map_w)),
+      'one anchor set per cell of the map; four 2x2 pools in floor mode give the map size')
+
+# %%
+# Exercise 2: answer = (anchors labelled positive, positives in the mini-batch, negatives in it)
+answer = None
+one_object = np.array([[104, 104, 231, 231]], np.float32)
+grid = shift_anchors(generate_anchors(), 480 // 16, 640 // 16, 16)
+all_labels, _ = anchor_targets(grid, one_object, (480, 640), np.random.default_rng(0), batch_size=10**9)
+batch_labels, _ = anchor_targets(grid, one_object, (480, 640), np.random.default_rng(0))
+check(answer, [(all_labels == 1).sum(), (batch_labels == 1).sum(), (batch_labels == 0).sum()],
+      'two 128 x 128 boxes 16 px apart overlap in 112 x 128 px; positive means IoU >= 0.7; '
+      'negatives fill the 256 that the positives leave')
+
+# %%
+# Exercise 3: answer = the number of parameters of the two output layers with k = 15
+answer = None
+head = RPNHead(512, 512, num_anchors=15)
+check(answer, count(head.cls_score, head.bbox_pred),
+      'each of the 2k + 4k output filters is 1 x 1 over 512 channels, plus one bias')

@@ -272,3 +272,83 @@ plt.show()
 #   25-50 % faster), non-approximate joint (not done); tinyrcnn has the first two.
 # - The RPN shares the trunk, so proposals cost one small conv head instead of seconds of
 #   selective search.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **The proposal layer by hand (Sec. 3.3).** Six anchors of a 200 x 300 input (H x W) get zero
+#    offsets, so each box is its anchor, and these objectness scores:
+#
+#    | | box | score |
+#    | --- | --- | --- |
+#    | a | [10, 10, 109, 109] | 0.9 |
+#    | b | [15, 10, 114, 109] | 0.8 |
+#    | c | [40, 10, 139, 109] | 0.7 |
+#    | d | [250, 150, 349, 249] | 0.6 |
+#    | e | [5, 150, 14, 159] | 0.95 |
+#    | f | [245, 145, 319, 219] | 0.5 |
+#
+#    `proposal_layer` clips to the image, drops boxes under 16 pixels, suppresses at IoU 0.7 and
+#    keeps the best 300. Which boxes come out, best first? Which one would survive if the layer
+#    ran NMS before clipping?
+# 2. **Smooth L1 with $\sigma = 3$ (Eq. 1 and the released code).** What loss does one
+#    coordinate with an offset error of 0.1 get with $\sigma = 3$ (the code's RPN) and with
+#    $\sigma = 1$ (the paper's), and one with an error of 2?
+# 3. **The head's mini-batch (Sec. 3.2).** In training (`FasterTrainConfig`: one image, 128 RoIs,
+#    at most 25 % foreground at IoU $\ge 0.5$, background at IoU in $[0, 0.5)$), an image with 3
+#    objects gets 300 proposals from the RPN; 20 of them overlap an object at IoU $\ge 0.5$, the
+#    others overlap none. How many foreground and how many background RoIs does
+#    `proposal_targets` sample?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = the letters of the proposals, best first, as a string such as 'fed'
+answer = None
+six = np.array([[10, 10, 109, 109], [15, 10, 114, 109], [40, 10, 139, 109], [250, 150, 349, 249],
+                [5, 150, 14, 159], [245, 145, 319, 219]], np.float32)
+six_scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.5], np.float32)
+_, kept_scores = proposal_layer(six_scores, np.zeros((6, 4), np.float32), six, (200, 300))
+check(answer, ''.join('abcdef'[int(np.flatnonzero(six_scores == s)[0])] for s in kept_scores),
+      'widths are x2 - x1 + 1; clip x to [0, 299] and y to [0, 199] before the IoUs; a box is '
+      'suppressed when its IoU with a better kept box is above 0.7')
+
+# %%
+# Exercise 2: answer = (sigma 3 at 0.1, sigma 1 at 0.1, sigma 3 at 2, sigma 1 at 2)
+answer = None
+from tinyrcnn.ops.loss import smooth_l1_loss
+
+check(answer, [float(smooth_l1_loss(tr.Tensor(np.array([[err]])), np.zeros((1, 1)), sigma=sigma).data)
+               for err in (0.1, 2.0) for sigma in (3.0, 1.0)],
+      'smooth L1 is 0.5 (sigma x)^2 for |x| < 1 / sigma^2, else |x| - 0.5 / sigma^2')
+
+# %%
+# Exercise 3: answer = (foreground RoIs, background RoIs)
+answer = None
+objects3 = np.array([[20, 30, 119, 149], [150, 40, 269, 119], [60, 200, 229, 299]], np.float32)
+rng = np.random.default_rng(0)
+near = np.repeat(objects3, [7, 7, 6], axis=0) + rng.integers(-6, 7, (20, 4)).astype(np.float32)
+corner = np.stack([rng.uniform(400, 900, 280), rng.uniform(0, 500, 280)], axis=1)   # far right: IoU 0
+far = np.hstack([corner, corner + rng.uniform(20, 90, (280, 2))]).astype(np.float32)
+assert (bx.box_iou(near, objects3).max(axis=1) >= 0.5).all() and bx.box_iou(far, objects3).max() == 0
+_, roi_labels, _, _ = proposal_targets(np.concatenate([near, far]), objects3, [1, 2, 3], 6,
+                                       tr.train.FasterTrainConfig(), np.random.default_rng(0))
+check(answer, [(roi_labels > 0).sum(), (roi_labels == 0).sum()],
+      'before sampling, the ground-truth boxes join the proposals; foreground is capped at '
+      '25 % of 128, background fills the rest')

@@ -498,3 +498,66 @@ print(f'mAP at N = 300: Faster R-CNN {m_rpn[i300]:.3f}, Fast R-CNN + selective s
 print(f'time per image: RPN {rpn_t["total"] * 1e3:.0f} ms, selective search + the same network '
       f'{ss_t["total"] * 1e3:.0f} ms (selective search alone {ss_t["proposals"] * 1e3:.0f} ms)')
 print(f'chapter run time {time.perf_counter() - chapter_start:.0f} s')
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what this chapter
+# measured. The times and mAPs change from run to run, so read them from the tables printed
+# above in your own run.
+#
+# 1. **Table 5's bound.** In the time table above, take the selective-search row (the same
+#    network on selective search's boxes). If its proposals cost nothing, how many times faster
+#    would an image be? How many times faster is the RPN row in fact? Answer both to within 5 %,
+#    then work out the same two numbers for Table 5 (1510 ms of a 1830 ms total for selective
+#    search, 198 ms in all with the RPN). Why can the RPN beat the bound?
+# 2. **The recipe, not the iteration (Sec. 3.2).** The released code trains 80k + 40k + 80k + 40k
+#    iterations in the 4-step alternating schedule, and 70k in approximate joint training. With
+#    the seconds per iteration of the two stored runs (the table of the last section), what
+#    fraction of the alternating recipe's training time would the joint recipe save? The paper
+#    measured 25-50 %: what does that say about the cost of a joint iteration on a GPU?
+# 3. **How few proposals are enough? (Sec. 4.1, Table 2)** In the table of mAP against $N$, find
+#    for each system the smallest $N$ whose mAP reaches 90 % of that system's own mAP at
+#    $N = 300$. Which system needs fewer, and what makes its top-ranked boxes the good ones?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = (speed-up if selective search cost nothing, speed-up of the RPN row)
+answer = None
+ss_total, rpn_total = mean_t['selective search']['total'], mean_t['RPN']['total']
+truth = np.array([ss_total / (ss_total - mean_t['selective search']['proposals']), ss_total / rpn_total])
+check(answer, truth, tol=0.05 * truth,
+      hint='the first is total / (total - proposals) of the selective-search row, the second the '
+           'ratio of the two totals')
+
+# %%
+# Exercise 2: answer = the fraction of the alternating recipe's time that the joint one saves
+answer = None
+if schedules_file.exists():
+    per_iteration = {name: run['train_seconds'] / settings['train']['iterations'] for name, run in r.items()}
+    check(answer, 1 - 70_000 * per_iteration['joint'] / (240_000 * per_iteration['alternating']),
+          'time = iterations x seconds per iteration for each recipe; the saving is 1 - joint / alternating',
+          tol=0.01)
+else:
+    print(f'{schedules_file.relative_to(ROOT)} is missing: this exercise needs its stored runs')
+
+# %%
+# Exercise 3: answer = (smallest N for Faster R-CNN (RPN), smallest N for Fast R-CNN (selective search))
+answer = None
+check(answer, [next(n for n, m in zip(ns, curve) if m >= 0.9 * curve[ns.index(300)]) for curve in (m_rpn, m_ss)],
+      'compare each mAP in a column with 0.9 x the same column\'s mAP at N = 300')

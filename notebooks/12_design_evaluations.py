@@ -406,3 +406,74 @@ for claim, a, b in claims:
 # * Sec. 5.2: SPPnet's level rule is tied to the 224-pixel input of ImageNet networks; on a
 #   detector trained at another object size it must be re-aimed, or the pyramid tests at the
 #   wrong scale.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **What fixing conv1 and conv2 saves (Sec. 4.5).** For VGG16 the paper fine-tunes from conv3_1
+#    up and leaves conv1_1 to conv2_2 fixed. What fraction of VGG16's conv parameters (weights and
+#    biases) do those four layers hold, and what fraction of the conv layers' multiply-adds on a
+#    600 x 1000 input? Answer both to within 0.005. What does that say about where fixing them
+#    saves time and memory?
+# 2. **SPPnet's level rule (Sec. 5.2).** A 500 x 375 image is tested on the paper's five scales
+#    $s \in \{480, 576, 688, 864, 1200\}$ (shorter side; the image is scaled by $s / 375$). At which
+#    scale does `pyramid_levels` pool a RoI of 150 x 100 pixels (width x height)? And one of
+#    30 x 30?
+# 3. **More data, fewer passes (Sec. 5.3).** VOC07 trainval has 5011 images, VOC07+12 trainval
+#    16551. With `TrainConfig`'s 2 images per mini-batch, how many times is each image seen on
+#    average (ignoring flips) in the paper's 40k iterations on VOC07, and in its 60k on VOC07+12?
+#    Answer both to within 0.05. The second model sees each image less than half as often and
+#    gains 3.1 points: what does that suggest about the first?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = (fraction of the conv parameters, fraction of the multiply-adds)
+answer = None
+from tinyrcnn.ops.conv import conv_output_size
+
+H, W, stage = 600, 1000, 1
+conv_params, conv_macs = np.zeros(2), np.zeros(2)    # [conv1-conv2, all conv layers]
+for m in tr.models.make_features(tr.models.VGG16_CFG):
+    if isinstance(m, tr.nn.Conv2d):
+        H, W = conv_output_size(H, 3, 1, 1), conv_output_size(W, 3, 1, 1)
+        counted = np.array([stage <= 2, True])
+        conv_params += counted * sum(p.data.size for p in m.parameters())
+        conv_macs += counted * H * W * m.weight.data.size   # C_out x C_in x 3 x 3 per output pixel
+    elif isinstance(m, tr.nn.MaxPool2d):
+        H, W, stage = conv_output_size(H, 2, 2, 0), conv_output_size(W, 2, 2, 0), stage + 1
+check(answer, [conv_params[0] / conv_params[1], conv_macs[0] / conv_macs[1]], tol=0.005,
+      hint='a 3 x 3 conv has C_in x C_out x 9 weights and C_out biases; it does that many '
+           'multiply-adds at every pixel of its output, which is 600 x 1000 in stage 1 and '
+           'halves in each side after every pool')
+
+# %%
+# Exercise 2: answer = (scale s for the 150 x 100 RoI, scale s for the 30 x 30 RoI)
+answer = None
+paper_scales = np.array([480, 576, 688, 864, 1200])
+two_rois = np.array([[0, 0, 149, 99], [0, 0, 29, 29]], np.float32)
+check(answer, paper_scales[pyramid_levels(two_rois, paper_scales / 375)],
+      'scale the RoI\'s area by (s / 375)^2 and take the s that brings it closest to 224 x 224')
+
+# %%
+# Exercise 3: answer = (passes over VOC07 in 40k iterations, passes over VOC07+12 in 60k)
+answer = None
+per_iteration = TrainConfig().ims_per_batch
+check(answer, [TrainConfig().iterations * per_iteration / 5011, 60_000 * per_iteration / 16551], tol=0.05,
+      hint='images seen = iterations x images per mini-batch; divide by the size of the set')

@@ -39,7 +39,7 @@ from PIL import Image
 
 import tinyrcnn as tr
 import tinyrcnn.speed
-from tinyrcnn.batch import detect_files
+from tinyrcnn.batch import coco_results, detect_files
 from tinyrcnn.data import COCODetection, VOCDetection, make_shapes_voc, write_coco_json
 from tinyrcnn.demo import DATA
 from tinyrcnn.eval import evaluate_coco, format_ap_table, format_coco_table
@@ -186,6 +186,78 @@ plt.show()
 # --scheduler tcp://HOST:8786` spreads them over a Dask cluster, and an interrupted run resumes
 # where it stopped (README, "Proposals on a cluster"). A model trained on a COCO file records
 # its category ids, so `detect` writes COCO's own ids (1 to 90, with gaps), not labels 1 to 80.
+
+# %% [markdown]
+# ## Exercises
 #
-# **Exercise.** Make 30 % of the boxes in the file 20 % larger (loose ground truth) and evaluate
-# again: which of AP50, AP75 and AP moves most, and why?
+# Each exercise has a code cell: put your answer in `answer` (it starts as `None`) and run the
+# cell; it prints "correct", or "not yet" and a hint, by comparing with what tinyrcnn computes.
+#
+# 1. **From `[x, y, w, h]` to corners.** A COCO file has one image, 200 x 160 pixels (width x
+#    height), with two boxes: `[12, 30, 50, 20]` and `[190, 150, 30, 30]`, the second reaching
+#    past the image. Which boxes $[x_1, y_1, x_2, y_2]$ does `COCODetection` give? Which `bbox`
+#    would `detect` write back for the first?
+# 2. **Labels from category ids.** The same file lists its categories as id 90 "toothbrush",
+#    id 1 "person" and id 18 "dog". Which label does a toothbrush get, and which `category_id`
+#    does `detect` write for a detection with label 1?
+# 3. **Loose ground truth.** Make every third box of the shapes file 20 % wider and 20 % taller
+#    about its centre (careless annotation) and score the demo model's detections again. Which
+#    of AP50, AP75 and AP falls most? Work it out before running anything: what is the IoU of a
+#    box with the same box enlarged that way, and which thresholds does that pass?
+
+# %%
+def check(answer, truth, hint, tol=1e-3):
+    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
+    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
+    else:
+        try:
+            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+
+
+# %%
+# Exercise 1: answer = [[x1, y1, x2, y2], [x1, y1, x2, y2]]
+answer = None
+(work / 'tiny').mkdir(exist_ok=True)
+tiny_json = work / 'tiny' / 'tiny.json'
+tiny_json.write_text(json.dumps(dict(
+    images=[dict(id=7, file_name='7.jpg', width=200, height=160)],
+    annotations=[dict(id=1, image_id=7, category_id=90, bbox=[12, 30, 50, 20], iscrowd=0),
+                 dict(id=2, image_id=7, category_id=1, bbox=[190, 150, 30, 30], iscrowd=0)],
+    categories=[dict(id=90, name='toothbrush'), dict(id=1, name='person'), dict(id=18, name='dog')])))
+tiny = COCODetection(work / 'tiny', tiny_json)        # reads the JSON only: no image is opened
+check(answer, tiny.annotation(0)['boxes'],
+      'x2 = x + w - 1 and y2 = y + h - 1 (w pixels from x to x2 inclusive); a box is then '
+      'clipped to the image, x to [0, width - 1] and y to [0, height - 1]')
+
+# %%
+# Exercise 2: answer = (label of "toothbrush", category_id written for label 1)
+answer = None
+written = coco_results(dict(boxes=np.zeros((1, 4)), scores=np.ones(1), labels=np.array([1])), 7,
+                       category_ids=tiny.category_ids)
+check(answer, [1 + tiny.class_names.index('toothbrush'), written[0]['category_id']],
+      'labels 1..K follow the categories sorted by id, and detect maps a label back to its id')
+
+# %%
+# Exercise 3: answer = 'AP50', 'AP75' or 'AP'
+answer = None
+loose, n = [], 0
+for g in ground_truths:
+    boxes = g['boxes'].copy()
+    for j in range(len(boxes)):
+        if n % 3 == 0:                                     # every third box of the file
+            cx, cy = (boxes[j, 0] + boxes[j, 2]) / 2, (boxes[j, 1] + boxes[j, 3]) / 2
+            w, h = 1.2 * (boxes[j, 2] - boxes[j, 0] + 1), 1.2 * (boxes[j, 3] - boxes[j, 1] + 1)
+            boxes[j] = [cx - (w - 1) / 2, cy - (h - 1) / 2, cx + (w - 1) / 2, cy + (h - 1) / 2]
+        n += 1
+    loose.append(dict(g, boxes=boxes))
+loose_result = evaluate_coco(detections, loose, coco.class_names)
+drops = {name: result[name] - loose_result[name] for name in ('AP50', 'AP75', 'AP')}
+check(answer, max(drops, key=drops.get),
+      'a tight box inside its loose ground truth has IoU (w h) / (1.2 w x 1.2 h); which of the '
+      'thresholds 0.5, 0.75 and 0.50:0.95 does that still pass?')
