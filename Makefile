@@ -52,5 +52,11 @@ bench: $(STAMP)
 gpu-check:
 	$(GPU_PY) -m tinyrcnn gpu-check --out out/gpu-check
 
+# Execute every chapter on the CPU (5-8 minutes) and write notebooks/NN_name.ipynb with its outputs
+# beside its .py source; `make notebooks CHAPTERS="02 06_detection"` rebuilds only those.
+CHAPTERS ?=
+notebooks: $(STAMP)
+	$(PY) notebooks/build.py $(CHAPTERS)
+
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -253,3 +253,69 @@ assert at_1e6 < 1e-7 < errors['float32'].min()
 # * In float32 a finite difference is at best within a small factor of the tolerance we want to
 #   check (and only at a lucky $\varepsilon$); in float64 it is orders of magnitude below it at
 #   $\varepsilon = 10^{-6}$ (the measured errors are printed above).
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out on paper first, then type it into the cell below the question and run
+# the cell: it checks your answer against what tinyrcnn computes and prints `correct` or a hint
+# (an unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **A tensor used twice.** For $x = (1, -2, 3)$ and $L = \sum_i \mathrm{relu}(x_i)\, x_i$,
+#    what is $\partial L / \partial x$? Here $x$ reaches $L$ along two paths, through `relu`
+#    and directly; `backward` sums the two contributions.
+# 2. **The gradient of the log loss.** One RoI with class scores (logits) $z = (0, \ln 3)$ and
+#    true class $u = 0$: what is the gradient of `F.cross_entropy(z, [0])` with respect to $z$?
+#    (Write the softmax $p$ first. Fast R-CNN's $L_\mathrm{cls} = -\log p_u$ back-propagates
+#    exactly this into `cls_score`.)
+# 3. **Write a Function.** Implement $y = e^x$ as a `tr.Function`: `forward` saves what
+#    `backward` needs (which is cheaper to save here, $x$ or $y$?) and `backward(gy)` returns a
+#    one-element tuple. The check runs `tr.gradcheck` on it.
+
+# %%
+# 1. dL/dx for L = sum(relu(x) * x) at x = (1, -2, 3), as a list of three numbers
+answer = None
+
+x = tr.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+(F.relu(x) * x).sum().backward()
+if answer is None:
+    print('not answered yet: set answer = [., ., .]. Hint: where x > 0 the function is x^2; '
+          'where x < 0, relu kills both the value and the gradient of that path.')
+elif np.shape(answer) == x.grad.shape and np.allclose(answer, x.grad):
+    print('correct')
+else:
+    print(f'not yet: {answer} is not dL/dx. Differentiate relu(x) * x by the product rule: '
+          "relu'(x) * x + relu(x) * 1.")
+
+# %%
+# 2. d cross_entropy / dz for z = (0, ln 3) and true class 0, as a list of two numbers
+answer = None
+
+z = tr.Tensor(np.array([[0.0, np.log(3.0)]]), requires_grad=True)
+F.cross_entropy(z, np.array([0])).backward()
+if answer is None:
+    print('not answered yet: set answer = [., .]. Hint: compute p = softmax(z) first, then differentiate '
+          '-log p_u = -z_u + log(sum_k exp(z_k)) with respect to each z_k (the loss is a mean over rows; '
+          'here there is one).')
+elif np.shape(answer) == (2,) and np.allclose(answer, z.grad[0]):
+    print('correct: the gradient pushes the true class up and the others down, in proportion to p')
+else:
+    print(f'not yet: {answer}. Check the sign: increasing z_u lowers the loss, so dL/dz_u < 0.')
+
+# %%
+# 3. replace the next line by your class: class Exp(tr.Function): ...
+Exp = None
+
+x = tr.Tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)    # float64 for gradcheck
+if Exp is None:
+    print('not answered yet: replace "Exp = None" by "class Exp(tr.Function):" with forward(self, x) and '
+          'backward(self, gy), as WrongCube above. Hint: d/dx exp(x) = exp(x) = y.')
+elif not np.allclose(Exp.apply(x).data, np.exp(x.data)):
+    print('not yet: the forward pass does not compute exp(x)')
+else:
+    try:
+        tr.gradcheck(Exp.apply, [x])
+        print('correct: forward and backward agree with finite differences '
+              '(saving y in forward spares backward a second exp)')
+    except AssertionError as e:
+        print('not yet: the backward pass is wrong.', e)

@@ -287,3 +287,66 @@ else:
 #   loss for classifier and box regressor together, and no feature cache (chapter 4). Its RoI
 #   pooling is a one-level pyramid of 7 x 7 because fc6 of the pretrained network expects
 #   VGG16's 7 x 7 pool5 grid (chapters 2 and 3).
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **Fixed-length features.** VGG16's conv5_3 has $C = 512$ channels. How many numbers does
+#    SPPnet's four-level pyramid $\{6 \times 6, 3 \times 3, 2 \times 2, 1 \times 1\}$ give per
+#    proposal, and how many does Fast R-CNN's single $7 \times 7$ RoI pooling give? (The second
+#    is what VGG16's fc6 expects: chapter 3.)
+# 2. **The projection rounds.** A proposal $[x_1, y_1, x_2, y_2] = [40, 24, 87, 120]$ pixels, on
+#    a map of stride 16 (`spatial_scale = 1/16`) large enough not to clip it: how many cells
+#    high and wide is its window, with Fast R-CNN's rule (cells $\mathrm{round}(x_1/16)$ to
+#    $\mathrm{round}(x_2/16)$, both included)? Like Caffe, tinyrcnn rounds halves away from zero,
+#    not to the nearest even number as Python's `round` does.
+# 3. **An empty window.** On this chapter's $240 \times 320$ image the map is $15 \times 20$
+#    cells. How many cells does the window of the thin proposal $[312, 0, 319, 239]$ along the
+#    right edge cover, once clipped to the map? What does its $1 \times 1$ level then pool to?
+
+# %%
+# 1. (SPPnet's length, Fast R-CNN's length) per proposal for C = 512
+answer = None
+
+conv5 = tr.Tensor(np.zeros((1, 512, 38, 50), np.float32))                 # VGG16's map of a 600 x 800 image
+one_roi = np.array([[0, 64, 64, 320, 480]], np.float32)
+lengths = (F.roi_spp(conv5, one_roi, levels=(6, 3, 2, 1), spatial_scale=1 / 16).shape[1],
+           int(np.prod(F.roi_pool(conv5, one_roi, (7, 7), 1 / 16).shape[1:])))
+if answer is None:
+    print('not answered yet: set answer = (., .). Hint: each level L gives L * L bins per channel.')
+elif np.shape(answer) == (2,) and tuple(answer) == lengths:
+    print('correct: nearly the same length; Fast R-CNN keeps the one level that matches fc6')
+else:
+    print(f'not yet: {answer}. Count the bins of every level, then multiply by the channels.')
+
+# %%
+# 2. (rows, columns) of the window of [40, 24, 87, 120] at stride 16
+answer = None
+
+hs, he, ws, we = bin_edges(np.array([[0, 40, 24, 87, 120]], np.float32), 1 / 16, (1, 1), 64, 64)
+window = (int(he[0, 0] - hs[0, 0]), int(we[0, 0] - ws[0, 0]))
+if answer is None:
+    print('not answered yet: set answer = (rows, columns). Hint: 24/16 = 1.5 and 120/16 = 7.5.')
+elif np.shape(answer) == (2,) and tuple(answer) == window:
+    print('correct')
+else:
+    print(f'not yet: {answer}. Round each corner half away from zero and count both end cells.')
+
+# %%
+# 3. the number of cells covered by [312, 0, 319, 239] on the 15 x 20 map
+answer = None
+
+hs, he, ws, we = bin_edges(np.array([[0, 312, 0, 319, 239]], np.float32), 1 / 16, (1, 1), H, W)
+cells = int((he[0, 0] - hs[0, 0]) * (we[0, 0] - ws[0, 0]))
+if answer is None:
+    print(f'not answered yet: set answer to a number of cells. Hint: the columns are 0..{W - 1}; '
+          'where does round(312 / 16) fall?')
+elif answer == cells:
+    print('correct: the window starts past the last column, so it is empty and pools to 0 '
+          '(the RoI pooling rules of chapter 2)')
+else:
+    print(f'not yet: {answer}. Project both x-corners, then clip the window to columns 0..{W - 1}.')

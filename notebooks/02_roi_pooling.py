@@ -224,3 +224,66 @@ else:
 #   output's gradient to its bin's winner, summing over bins and RoIs.
 # * The CUDA kernel (one thread per output) builds on the CPU too and matches the NumPy spec
 #   bit for bit.
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **Bin by bin.** On the $4 \times 4$ map `x` of the first section (values $0..15$, row by
+#    row), with `spatial_scale = 0.1` and a $2 \times 2$ output, what does the RoI
+#    $[0, 10, 0, 30, 20]$ (batch 0, $x_1 = 10, y_1 = 0, x_2 = 30, y_2 = 20$) pool to? Apply rules
+#    1-3 by hand: the window, the bins, the maxima.
+# 2. **A small RoI is stretched.** A RoI whose window covers $2 \times 3$ cells (rows x columns)
+#    is pooled to $7 \times 7$. At most how many *distinct* values can the 49 outputs of one
+#    channel take? (This is the upsampling that chapter 8 looks at: 49 bins over few cells.)
+# 3. **Overlapping bins share a gradient.** A $4 \times 4$ map has its largest value at row 1,
+#    column 1. The RoI $[0, 0, 0, 20, 20]$ at `spatial_scale = 0.1` is pooled to $2 \times 2$,
+#    and every output receives the gradient 1. What gradient does the cell at row 1, column 1
+#    receive?
+
+# %%
+# 1. the 2 x 2 output of RoI [0, 10, 0, 30, 20], as a nested list [[., .], [., .]]
+answer = None
+
+x4 = tr.Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+pooled = F.roi_pool(x4, np.array([[0, 10, 0, 30, 20]], np.float32), (2, 2), 0.1).numpy()[0, 0]
+if answer is None:
+    print('not answered yet: set answer = [[., .], [., .]]. Hint: the window starts at column '
+          'round(10 * 0.1) = 1; how many columns and rows does it span, and how wide is a bin?')
+elif np.shape(answer) == (2, 2) and np.array_equal(answer, pooled):
+    print('correct')
+else:
+    print(f'not yet: {answer}. Check the window (inclusive end), then bin p covers '
+          'floor(p w / 2) .. ceil((p + 1) w / 2) - 1 cells from its start.')
+
+# %%
+# 2. the largest number of distinct values among the 7 x 7 outputs of a 2 x 3-cell RoI
+answer = None
+
+x_small = tr.Tensor(np.random.default_rng(1).permutation(24).reshape(1, 1, 4, 6).astype(np.float64))
+small = F.roi_pool(x_small, np.array([[0, 0, 0, 2, 1]], np.float64), (7, 7), 1.0).numpy()  # 3 x 2 pixels = cells
+if answer is None:
+    print('not answered yet: set answer to a number. Hint: every output is one of the cells in the window.')
+elif answer == len(np.unique(small)):
+    print('correct: 49 bins, one value per cell of the window; a bin never mixes in anything new')
+else:
+    print(f'not yet: {answer}. Each output is the maximum of some cells of the window; no bin is empty.')
+
+# %%
+# 3. the gradient received by cell (1, 1), the largest of the map
+answer = None
+
+peak = np.random.default_rng(2).permutation(16).reshape(1, 1, 4, 4).astype(np.float64)
+peak[0, 0, 1, 1] = 100.0
+x_peak = tr.Tensor(peak, requires_grad=True)
+F.roi_pool(x_peak, np.array([[0, 0, 0, 20, 20]], np.float64), (2, 2), 0.1).sum().backward()
+if answer is None:
+    print('not answered yet: set answer to a number. Hint: find the window (rule 1), then the cells of '
+          'each of the 4 bins (rule 2): which bins contain cell (1, 1)?')
+elif answer == x_peak.grad[0, 0, 1, 1]:
+    print('correct: the bins overlap, and backward sums the gradient of every bin the cell won')
+else:
+    print(f'not yet: {answer}. The window is 3 x 3 cells, so 2 x 2 bins of 1.5 cells each overlap.')

@@ -263,3 +263,68 @@ plt.show()
 # * The CPU demo's vgg-tiny is crop-pretrained, then fine-tuned with Adam, no dropout, no weight
 #   decay, all stages trainable, at shorter side 288.
 # * The input must be preprocessed as the weights expect (`PREPROCESS[source]`).
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **The grid fixes fc6.** Had Fast R-CNN pooled each RoI to $6 \times 6$ (SPPnet's finest
+#    level) instead of $7 \times 7$, fc6 could not have been taken from the pre-trained VGG16:
+#    it would need a different shape. How many parameters (weights and biases) would such an
+#    fc6 with 4096 outputs hold? Compare with the real fc6 in the table above.
+# 2. **Freezing stages.** `FastRCNN(trunk, K, freeze_stages=s)` keeps the first $s$ stages of
+#    conv layers fixed (stages end at a max pool). With VGG16 and `freeze_stages=3`, how many
+#    parameter arrays (a weight or a bias each) are frozen? VGG16's configuration, a number per
+#    conv layer and `'M'` per max pool, is `tr.vgg.VGG16_CFG`, printed below.
+# 3. **What the weights expect.** A white pixel, RGB $(255, 255, 255)$: what is the first input
+#    channel (channel 0) of `preprocess` under `'torchvision'`, and under `'caffe'`? Use the
+#    settings printed in the last section (mind the channel order).
+
+# %%
+print(tr.vgg.VGG16_CFG)
+
+# %%
+# 1. the parameters of fc6 if RoI pooling gave 6 x 6 (VGG16 conv5: 512 channels; 4096 outputs)
+answer = None
+
+vgg16_6x6 = tr.models.VGG(tr.vgg.VGG16_CFG, hidden=16, pool_size=6)    # a small fc6: only its input counts here
+fc6_in = vgg16_6x6.classifier[0].in_features
+fc6_params = fc6_in * 4096 + 4096
+if answer is None:
+    print('not answered yet: set answer to a number. Hint: fc6 sees the flattened C x 6 x 6 grid.')
+elif answer == fc6_params:
+    print(f'correct: {fc6_params / counts[names.index("fc6")]:.0%} of the real fc6, but no pre-trained '
+          'weights would fit it')
+else:
+    print(f'not yet: {answer}. A Linear layer of n inputs and m outputs holds n * m weights and m biases.')
+
+# %%
+# 2. how many parameter arrays freeze_stages=3 freezes in VGG16
+answer = None
+
+vgg16_small_fc = tr.models.VGG(tr.vgg.VGG16_CFG, hidden=16)            # VGG16's conv layers, a small fc6/fc7
+frozen3 = tr.models.FastRCNN(vgg16_small_fc, num_classes=20, freeze_stages=3)
+n_frozen = sum(not p.requires_grad for p in frozen3.parameters())
+if answer is None:
+    print('not answered yet: set answer to a number. Hint: count the conv layers before the third "M".')
+elif answer == n_frozen:
+    print('correct: conv1_1 to conv3_3, a weight and a bias each')
+else:
+    print(f'not yet: {answer}. Every conv layer has two arrays; stages 1 and 2 have two conv layers each.')
+
+# %%
+# 3. (channel 0 under 'torchvision', channel 0 under 'caffe') of a white pixel, to 2 decimals
+answer = None
+
+white = np.full((1, 1, 3), 255, np.uint8)
+first = (preprocess(white, 'torchvision')[0, 0, 0], preprocess(white, 'caffe')[0, 0, 0])
+if answer is None:
+    print("not answered yet: set answer = (., .). Hint: value * scale, minus mean, divided by std, "
+          "channel by channel, in the source's order.")
+elif np.shape(answer) == (2,) and np.allclose(answer, first, atol=0.01):
+    print('correct: the same pixel is a small number for one network and a large one for the other')
+else:
+    print(f'not yet: {answer}. Caffe models take BGR: their channel 0 is blue, with its own mean.')

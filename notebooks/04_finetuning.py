@@ -355,3 +355,69 @@ print('gradcheck: ok')
 #   $[0.1, 0.5)$).
 # * RoI pooling's backward sends each output's gradient to the argmax saved in forward, summed
 #   over bins and RoIs, and passes `gradcheck`.
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **A mini-batch from a hard image.** An image has 5 proposals with IoU $\ge 0.5$, 200 with
+#    maximum IoU in $[0.1, 0.5)$ and 50 below 0.1. With Sec. 2.3's settings (`TrainConfig()`:
+#    $R = 128$ RoIs from $N = 2$ images, 25 % foreground), how many foreground and how many
+#    background RoIs does `sample_rois` take from it?
+# 2. **The gradient of the box loss.** Two RoIs, box outputs minus targets
+#    $t - v = \begin{pmatrix} 0.4 & -2.5 \\ 3 & -0.2 \end{pmatrix}$ (two of the four coordinates
+#    each), and a weight mask $\begin{pmatrix} 1 & 1 \\ 0 & 1 \end{pmatrix}$ (a zero where an output
+#    is not the true class's, as `expand_targets` makes). What is the gradient of
+#    `F.smooth_l1_loss(t, v, weight)` with respect to $t$? Mind what the sum is divided by.
+# 3. **A regression target.** Proposal $P = [0, 0, 99, 49]$, ground truth $G = [10, 0, 109, 99]$
+#    (inclusive pixels, so $P$ is 100 wide): what is $(t_x, t_y, t_w, t_h)$ = `encode(P, G)`?
+
+# %%
+# 1. (foreground, background) RoIs sampled from the image
+answer = None
+
+hard = {'max_iou': np.concatenate([np.full(5, 0.7), np.full(200, 0.3), np.full(50, 0.05)]),
+        'gt_labels': np.array([3]), 'assignment': np.zeros(255, np.int64)}        # one object, class 3
+paper_cfg = TrainConfig()
+_, hard_labels = sample_rois(hard, paper_cfg.rois_per_batch // paper_cfg.ims_per_batch, paper_cfg,
+                             np.random.default_rng(0))
+sampled = (int((hard_labels > 0).sum()), int((hard_labels == 0).sum()))
+if answer is None:
+    print('not answered yet: set answer = (foreground, background). Hint: how many RoIs does one image '
+          'give, and what if there are fewer foreground candidates than 25 % of them?')
+elif np.shape(answer) == (2,) and tuple(answer) == sampled:
+    print('correct: every foreground proposal is taken, and background fills the rest of the image\'s share')
+else:
+    print(f'not yet: {answer}. R / N RoIs per image; foreground is at most 25 % of them; '
+          'proposals below IoU 0.1 are never sampled.')
+
+# %%
+# 2. d loss / d t, as a 2 x 2 nested list
+answer = None
+
+t_minus_v = tr.Tensor(np.array([[0.4, -2.5], [3.0, -0.2]]), requires_grad=True)
+F.smooth_l1_loss(t_minus_v, np.zeros((2, 2)), np.array([[1.0, 1.0], [0.0, 1.0]])).backward()
+if answer is None:
+    print('not answered yet: set answer = [[., .], [., .]]. Hint: smooth L1\'s derivative is x for |x| < 1 '
+          'and sign(x) beyond; the loss is a sum over the elements divided by the number of rows.')
+elif np.shape(answer) == (2, 2) and np.allclose(answer, t_minus_v.grad):
+    print('correct: bounded by 1 (before the division by R), and nothing for a masked output')
+else:
+    print(f'not yet: {answer}. Multiply by the weight, and divide by the number of RoIs (2).')
+
+# %%
+# 3. (t_x, t_y, t_w, t_h) for P = [0, 0, 99, 49] and G = [10, 0, 109, 99], to 3 decimals
+answer = None
+
+target = encode(np.array([[0, 0, 99, 49]], np.float64), np.array([[10, 0, 109, 99]], np.float64))[0]
+if answer is None:
+    print('not answered yet: set answer = (., ., ., .). Hint: write P and G as centre, width and height '
+          'first (w = x2 - x1 + 1).')
+elif np.shape(answer) == (4,) and np.allclose(answer, target, atol=1e-3):
+    print('correct: shifts in units of the proposal\'s size, sizes as log ratios')
+else:
+    print(f'not yet: {answer}. t_x = (G_x - P_x) / P_w, t_y = (G_y - P_y) / P_h, t_w = log(G_w / P_w), '
+          't_h = log(G_h / P_h).')

@@ -187,3 +187,59 @@ for max_size in (2000, 1000):
 #   is the default.
 # * Multi-scale training draws one scale per image: on average about 1.8x a 600-pixel step's
 #   pixels with the paper's scales, not the same cost.
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **Which level?** On this chapter's $375 \times 500$ image with the paper's pyramid
+#    (480, 576, 688, 864, 1200; the factors are printed in the first section), at which scale
+#    is a $100 \times 100$-pixel RoI pooled? And a $50 \times 200$ one (50 wide, 200 high)?
+# 2. **Too small for any level.** A $40 \times 40$-pixel RoI: how many pixels wide is it at the
+#    level `pyramid_levels` picks for it? Compare with the 224 pixels the rule aims for.
+# 3. **The cap.** Training with the pyramid's scales but `max_size = 1000` (`TrainConfig`'s
+#    default): what is the shape (height, width) of this image at scale 1200?
+
+# %%
+# 1. (scale for 100 x 100, scale for 50 x 200)
+answer = None
+
+two_rois = np.array([[0, 0, 99, 99], [0, 0, 49, 199]], np.float32)          # [x1, y1, x2, y2], inclusive
+chosen = tuple(int(scales[k]) for k in pyramid_levels(two_rois, factors))
+if answer is None:
+    print('not answered yet: set answer = (., .). Hint: which factor f makes w * h * f^2 closest to 224^2?')
+elif np.shape(answer) == (2,) and tuple(answer) == chosen:
+    print('correct: the rule looks at the area only, whatever the shape')
+else:
+    print(f'not yet: {answer}. Compare w h f^2 with 224^2 = 50176 for every factor; the areas of the two '
+          'RoIs may have more in common than their shapes.')
+
+# %%
+# 2. the width in pixels of a 40 x 40 RoI at its pyramid level
+answer = None
+
+level = pyramid_levels(np.array([[0, 0, 39, 39]], np.float32), factors)[0]
+width_there = 40 * factors[level]
+if answer is None:
+    print('not answered yet: set answer to a number of pixels. Hint: which level has the largest factor?')
+elif np.ndim(answer) == 0 and abs(answer - width_there) < 1:
+    print('correct: even the largest level leaves it far below 224; the network must still see small objects small')
+else:
+    print(f'not yet: {answer}. The smaller the RoI, the larger the level it goes to; '
+          'multiply its width by that factor.')
+
+# %%
+# 3. (height, width) of the 375 x 500 image at scale 1200 with max_size 1000
+answer = None
+
+capped_shape = image_pyramid(image, (1200,), max_size=1000)[0][0].shape[:2]
+if answer is None:
+    print('not answered yet: set answer = (height, width). Hint: scaling the shorter side to 1200 would make '
+          'the longer one 1600.')
+elif np.shape(answer) == (2,) and tuple(answer) == capped_shape:
+    print('correct: the cap wins, so this "1200" level is smaller than the paper\'s')
+else:
+    print(f'not yet: {answer}. The factor is the smaller of 1200 / shorter side and max_size / longer side.')

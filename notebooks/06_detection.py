@@ -331,3 +331,66 @@ print(f'box regression: mean IoU {iou_before.mean():.3f} -> {iou_after.mean():.3
       f'{(gain > 0).mean():.0%} of {len(gain)} foreground proposals improved')
 print(f"truncated SVD: mAP {maps['full']:.3f} -> {maps['SVD 64/16']:.3f} on {len(items)} test images, "
       f'fc layers {t_full / t_svd:.1f}x faster; fc6 top-64 energy {energy[63]:.0%} (random: {random_energy[63]:.0%})')
+
+# %% [markdown]
+# ## Exercises
+#
+# Work each answer out first, then type it into the cell below the question and run the cell:
+# it checks your answer against what tinyrcnn computes and prints `correct` or a hint (an
+# unanswered cell, `answer = None`, prints what to do).
+#
+# 1. **Greedy NMS by hand.** Three detections of one class, in inclusive pixels:
+#    A $= [0, 0, 99, 99]$ with score 0.9, B $= [10, 10, 109, 109]$ with 0.8 and
+#    C $= [55, 10, 154, 109]$ with 0.7. Which does `nms(boxes, scores, 0.3)` keep (indices,
+#    best first)? Compute the IoUs that matter, and only those.
+# 2. **Per class.** The same boxes, now labelled A: class 1, B: class 2, C: class 1. Which does
+#    `batched_nms` keep?
+# 3. **Truncated SVD's cost.** The demo model's fc6 is $256 \times 6272$ ($u \times v$), and
+#    `model.compress(fc6_rank=64, ...)` above replaced it by two layers. How many multiplications
+#    per RoI do they need together? And what is the largest rank $t$ at which truncating the
+#    $256 \times 256$ fc7 still saves work at all?
+
+# %%
+# 1. the indices nms keeps, best first
+answer = None
+
+abc = np.array([[0, 0, 99, 99], [10, 10, 109, 109], [55, 10, 154, 109]], np.float32)
+abc_scores = np.array([0.9, 0.8, 0.7], np.float32)
+kept = [int(i) for i in nms(abc, abc_scores, 0.3)]
+if answer is None:
+    print('not answered yet: set answer = [...]. Hint: A is kept first; then each box in score order is '
+          'dropped if its IoU with a box already kept is above 0.3.')
+elif list(np.ravel(answer)) == kept:
+    print('correct: a dropped box suppresses nothing, so C is only compared with A')
+else:
+    print(f'not yet: {answer}. IoU = intersection / union with +1 pixel widths (A is 100 x 100); '
+          'a box compares itself only with the boxes kept so far.')
+
+# %%
+# 2. the indices batched_nms keeps with labels (1, 2, 1), best first
+answer = None
+
+kept_per_class = [int(i) for i in batched_nms(abc, abc_scores, np.array([1, 2, 1]), 0.3)]
+if answer is None:
+    print('not answered yet: set answer = [...]. Hint: boxes of different classes never suppress each other.')
+elif list(np.ravel(answer)) == kept_per_class:
+    print('correct: B is a different class, so it survives A')
+else:
+    print(f'not yet: {answer}. Run exercise 1 once per class, then merge by score.')
+
+# %%
+# 3. (multiplications of the compressed fc6 per RoI, the largest rank that saves work for fc7)
+answer = None
+
+fc6_two, fc7_two = model.classifier[0], model.classifier[3]            # Sequential(t x v, u x t) each
+mults = sum(layer.weight.size for layer in fc6_two)
+u, v = fc7_two[1].weight.shape[0], fc7_two[0].weight.shape[1]         # fc7's original shape, 256 x 256
+largest = max(t for t in range(1, min(u, v) + 1) if t * (u + v) < u * v)
+if answer is None:
+    print('not answered yet: set answer = (., .). Hint: a Linear layer of n inputs and m outputs needs '
+          'n * m multiplications per RoI.')
+elif np.shape(answer) == (2,) and tuple(answer) == (mults, largest):
+    print(f'correct: fc6 does {256 * 6272 / mults:.1f}x less work; a square layer must keep less than half '
+          'its rank to gain anything')
+else:
+    print(f'not yet: {answer}. The two layers are t x v and u x t; compare t (u + v) with u v.')

@@ -206,18 +206,7 @@ plt.show()
 #    box with the same box enlarged that way, and which thresholds does that pass?
 
 # %%
-def check(answer, truth, hint, tol=1e-3):
-    """Print 'correct' when `answer` matches `truth` (numbers, or lists of them, to within `tol`;
-    strings ignoring case), else 'not yet' and the hint. Never raises: `None` is 'not yet'."""
-    if isinstance(truth, str):
-        ok = isinstance(answer, str) and answer.strip().lower() == truth.lower()
-    else:
-        try:
-            ok = answer is not None and np.shape(answer) == np.shape(truth) and bool(
-                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
-        except (TypeError, ValueError):
-            ok = False
-    print('correct' if ok else f'not yet: {hint}')
+from tinyrcnn.utils import check_answer as check   # 'correct', or 'not yet' and a hint
 
 
 # %%

@@ -1,48 +1,41 @@
-"""Execute every chapter notebook (notebooks/NN_name.py, jupytext percent scripts) on the CPU.
+"""The chapter notebooks (notebooks/NN_name.py, jupytext percent scripts) and their executed copies.
 
-Each script is converted to a notebook in memory and run top to bottom by a fresh kernel on this
-interpreter (so a fresh clone works after `make test`, without `ipykernel install`), in a scratch
-working directory. A notebook passes when every cell runs without error, it shows at least one
-figure and prints the package code it explains (`inspect.getsource`). Durations are printed,
-not asserted: speed targets belong in `tinyrcnn bench`. A static check: no chapter assigns to
-an attribute of the package (a module global or a class), so none switches a code path that way.
+`test_notebook_runs` (marked `notebooks`, the slow part of `make test`) executes every chapter on
+the CPU with `notebooks/build.py`'s `execute`: a fresh kernel on this interpreter (so a fresh
+clone works after `make test`, without `ipykernel install`), in a scratch working directory. A
+chapter passes when every cell runs without error, it shows at least one figure and prints the
+package code it explains (`inspect.getsource`). Durations are printed, not asserted: speed targets
+belong in `tinyrcnn bench`.
 
-    .venv/bin/python -m pytest tests/test_notebooks.py -m notebooks
-    .venv/bin/python -m pytest tests -m "not notebooks"        # everything else
+The fast checks read files only. Every chapter ends with an "## Exercises" section whose check
+cells run unanswered (`answer = None`); every chapter has its executed notebook
+(notebooks/NN_name.ipynb, written by `make notebooks`) with the same cells, a figure, no machine
+paths in its outputs, and under 1.5 MB; and no chapter assigns to an attribute of the package (a
+module global or a class), so none switches a code path that way.
+
+    .venv/bin/python -m pytest tests/test_notebooks.py -m notebooks       # execute the chapters
+    .venv/bin/python -m pytest tests/test_notebooks.py -m "not notebooks" # the fast checks
 """
 import ast
-import glob
-import json
+import importlib.util
 import os
-import sys
-import time
 
-import jupytext
+import nbformat
 import pytest
-from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, 'notebooks', '[0-9][0-9]_*.py')))
-KERNEL = 'tinyrcnn-notebook-test'
-CELL_TIMEOUT = 300  # seconds per cell: catches a hung cell, leaves room on a slow shared CI box
+_spec = importlib.util.spec_from_file_location('notebook_build', os.path.join(ROOT, 'notebooks', 'build.py'))
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
 
-pytestmark = pytest.mark.notebooks
+NOTEBOOKS = build.chapters()
+IDS = [os.path.basename(p) for p in NOTEBOOKS]
+EXECUTED = sorted(p for p in os.listdir(os.path.join(ROOT, 'notebooks')) if p.endswith('.ipynb'))
+REBUILD = 'rebuild it: `make notebooks CHAPTERS={}` (or .venv/bin/python notebooks/build.py {})'
 
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 9, f'expected the chapter notebooks in notebooks/, found {NOTEBOOKS}'
-
-
-@pytest.fixture(scope='module')
-def kernel_dir(tmp_path_factory):
-    """A kernelspec that runs ipykernel on *this* interpreter, whatever else is installed."""
-    base = tmp_path_factory.mktemp('jupyter')
-    spec = base / 'kernels' / KERNEL
-    spec.mkdir(parents=True)
-    (spec / 'kernel.json').write_text(json.dumps({
-        'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
-        'display_name': 'tinyrcnn tests', 'language': 'python'}))
-    return str(base)
 
 
 def _shows_package_code(nb):
@@ -52,30 +45,123 @@ def _shows_package_code(nb):
     return any(line.startswith(('def ', 'class ', '    def ')) for t in texts for line in t.splitlines())
 
 
-def _has_figure(nb):
-    return any('image/png' in out.get('data', {})
-               for cell in nb.cells if cell.cell_type == 'code' for out in cell.get('outputs', []))
-
-
-@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch, capsys):
-    monkeypatch.setenv('JUPYTER_PATH', kernel_dir)  # where the kernelspec above is looked up
-    nb = jupytext.read(path, fmt='py:percent')
+@pytest.mark.notebooks
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_notebook_runs(path, tmp_path, capsys):
+    nb = build.read_chapter(path)
     assert nb.cells and nb.cells[0].cell_type == 'markdown', f'{path}: start with a markdown title'
-    env = dict(os.environ, TINYRCNN_QUIET='1', TMPDIR=str(tmp_path),  # notebooks' scratch files too
-               # figures must come back as PNG outputs: the inline backend renders with Agg
-               MPLBACKEND='module://matplotlib_inline.backend_inline',
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
-                            resources={'metadata': {'path': str(tmp_path)}})
-    start = time.perf_counter()
-    client.execute(env=env)  # raises CellExecutionError, with the cell's traceback, on failure
-    seconds = time.perf_counter() - start
+    seconds = build.execute(nb, tmp_path)  # raises CellExecutionError, with the cell's traceback, on failure
     with capsys.disabled():
         print(f'\n  {os.path.basename(path)}: executed in {seconds:.1f} s')
-    assert _has_figure(nb), f'{path}: no figure (image/png output) was shown'
+    assert build.figures(nb), f'{path}: no figure (image/png output) was shown'
     assert _shows_package_code(nb), f'{path}: prints no package code (inspect.getsource)'
 
+
+# ---- exercises --------------------------------------------------------------------------------
+
+def exercise_checks(nb):
+    """The check cells of the chapter's "## Exercises" section: code cells after its heading that
+    set the reader's answer to None (`answer = None`), so that they run before it is given."""
+    start = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == 'markdown'
+                  and cell.source.lstrip().startswith('## Exercises')), None)
+    if start is None:
+        return None
+    checks = []
+    for cell in nb.cells[start + 1:]:
+        if cell.cell_type != 'code':
+            continue
+        tree = ast.parse(cell.source)
+        if any(isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and node.value.value is None
+               for node in tree.body):
+            checks.append(cell)
+    return checks
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_chapter_ends_with_exercises(path):
+    checks = exercise_checks(build.read_chapter(path))
+    assert checks is not None, f'{path}: no "## Exercises" section'
+    assert len(checks) >= 2, (f'{path}: {len(checks)} exercise check cells; want at least 2 code cells after '
+                              '"## Exercises" that start from `answer = None` and check the answer')
+
+
+def test_exercise_checks_are_found():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('answer = None'),                           # before the section: not one
+        nbformat.v4.new_markdown_cell('## Exercises\n\n1. Predict the shape.'),
+        nbformat.v4.new_code_cell('answer = None  # your prediction\nprint("not yet")'),
+        nbformat.v4.new_code_cell('print(1)'),
+        nbformat.v4.new_code_cell('shape, count = None, None\nif shape is None:\n    print("hint")')])
+    assert len(exercise_checks(nb)) == 1                                      # a tuple target is not a name
+    nb.cells[-1].source = 'count = None\nif count is None:\n    print("hint")'
+    assert len(exercise_checks(nb)) == 2
+    assert exercise_checks(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# 1')])) is None
+
+
+# ---- the executed notebooks (notebooks/NN_name.ipynb, from `make notebooks`) ---------------------
+
+def test_every_chapter_has_its_executed_notebook():
+    chapters = {os.path.basename(p)[:-3] for p in NOTEBOOKS}
+    executed = {p[:-6] for p in EXECUTED}
+    assert not executed - chapters, f'notebooks without a chapter .py (delete them): {sorted(executed - chapters)}'
+    missing = sorted(chapters - executed)
+    assert not missing, 'chapters without an executed notebook; ' + REBUILD.format(' '.join(missing), ' '.join(missing))
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_executed_notebook_matches_its_chapter(path):
+    ipynb = path[:-3] + '.ipynb'
+    name = os.path.basename(path)[:-3]
+    if not os.path.exists(ipynb):
+        pytest.fail(f'{ipynb} is missing; ' + REBUILD.format(name, name))
+    size = os.path.getsize(ipynb)
+    assert size < build.MAX_NOTEBOOK_BYTES, f'{ipynb}: {size / 1e6:.2f} MB, at most 1.5 MB'
+    nb = nbformat.read(ipynb, as_version=4)
+    nbformat.validate(nb)
+    assert build.cells(nb) == build.cells(build.read_chapter(path)), \
+        f'{ipynb} is stale: its cells differ from {os.path.basename(path)}; ' + REBUILD.format(name, name)
+    code = [cell for cell in nb.cells if cell.cell_type == 'code']
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), \
+        f'{ipynb}: not executed top to bottom in one run; ' + REBUILD.format(name, name)
+    assert not [o for cell in code for o in cell.outputs if o.output_type == 'error'], f'{ipynb}: an error output'
+    assert build.figures(nb), f'{ipynb}: no figure (image/png output)'
+    assert not build.machine_paths(nb), f'{ipynb}: outputs name machine paths: {build.machine_paths(nb)[:3]}'
+    assert nb.metadata.get('kernelspec', {}).get('name') == 'python3', f'{ipynb}: a machine-specific kernel'
+    assert not any('execution' in cell.metadata for cell in nb.cells), f'{ipynb}: execution timings kept'
+    for cell in exercise_checks(nb) or []:
+        assert any(o.get('name') == 'stdout' and o.text.strip() for o in cell.outputs), \
+            f'{ipynb}: an exercise check printed nothing when unanswered:\n{cell.source}'
+
+
+def test_machine_paths_are_caught_and_scrubbed(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('print(1)')])
+    nb.cells[0].outputs = [nbformat.v4.new_output('stream', name='stdout', text=(
+        f'{tmp_path}/x.jpg {build.ROOT}/tinyrcnn/nn.py {os.path.expanduser("~")}/data <Module at 0x7f3a2b1c9d10>\n'))]
+    assert build.machine_paths(nb)
+    build.clean(nb, 'notebooks/00_x.py', str(tmp_path))
+    text = nb.cells[0].outputs[0].text
+    assert not build.machine_paths(nb), text
+    assert text.startswith('<scratch>/x.jpg <repo>/tinyrcnn/nn.py') and '0x...' in text, text
+    assert build.machine_paths(nbformat.from_dict({'cells': [{'cell_type': 'code', 'outputs': [
+        {'output_type': 'stream', 'name': 'stderr', 'text': 'see /tmp/tinyrcnn-ch4-abc/x'}]}]}))
+
+
+def test_figures_are_stored_losslessly():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    for alpha, mode in ((255, 'RGB'), (128, 'RGBA')):                   # transparent figures keep alpha
+        pixels[..., 3] = alpha
+        png = io.BytesIO()
+        Image.fromarray(pixels, 'RGBA').save(png, 'png')
+        out = Image.open(io.BytesIO(base64.b64decode(build._opaque_png(base64.b64encode(png.getvalue()).decode()))))
+        assert out.mode == mode and np.array_equal(np.asarray(out), pixels[..., :len(mode)])
+
+
+# ---- a static check ---------------------------------------------------------------------------
 
 def package_names(tree):
     """Names bound by `import tinyrcnn...` or `from tinyrcnn... import ...` in a module."""
@@ -104,7 +190,7 @@ def assignments_to_the_package(source):
     return found
 
 
-@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
 def test_no_chapter_patches_the_package(path):
     assert not assignments_to_the_package(open(path).read()), path
     assert assignments_to_the_package('from tinyrcnn.speed import winograd\nwinograd.MIN = 1\n')

@@ -71,3 +71,25 @@ def atomic_write(path, write_fn, mode='wb'):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def check_answer(answer, truth, hint, tol=1e-3):
+    """The check cell of a chapter's exercises: prints 'correct' when `answer` matches `truth`
+    (numbers or nested lists of them to within `tol`, strings ignoring case and surrounding
+    spaces), 'not answered yet: <hint>' for None, else 'not yet: <hint>'. Never raises, so a
+    chapter runs top to bottom before its reader has answered anything. Returns whether it
+    was correct."""
+    import numpy as np
+    if answer is None:
+        print(f'not answered yet: {hint}')
+        return False
+    if isinstance(truth, str):
+        ok = isinstance(answer, str) and answer.strip().lower() == truth.strip().lower()
+    else:
+        try:
+            ok = np.shape(answer) == np.shape(truth) and bool(
+                np.allclose(np.asarray(answer, float), np.asarray(truth, float), rtol=0, atol=tol))
+        except (TypeError, ValueError):
+            ok = False
+    print('correct' if ok else f'not yet: {hint}')
+    return ok
