@@ -9,7 +9,9 @@ import tinyrcnn as tr
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
-gpu = pytest.mark.skipif(not tr.cuda_available(), reason='needs CuPy and a CUDA GPU')
+# The GPU tests run on the real CuPy and GPU where there is one and on the strict CuPy stand-in
+# everywhere else (fixture cuda_device, tests/cupy_standin/switch.py): never skipped for want of one.
+gpu = pytest.mark.usefixtures('cuda_device')
 
 
 def distinct(shape, seed=0, dtype=np.float64, scale=1.0):

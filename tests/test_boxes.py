@@ -1,5 +1,5 @@
 """Boxes: IoU, encode/decode, normalisation, clipping, and NMS (NumPy, the nms.cu kernel on the CPU,
-an nvcc compile check, and CuPy == NumPy where a GPU is present)."""
+an nvcc compile check, and CuPy == NumPy on the GPU or the CuPy stand-in)."""
 import math
 import os
 import shutil
@@ -8,11 +8,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from tinyrcnn.backend import KERNEL_DIR, cuda_available
+from tinyrcnn.backend import KERNEL_DIR
 from tinyrcnn.boxes import (BBOX_NORMALIZE_STDS, batched_nms, box_area, box_iou, clip_boxes,
                             compute_target_stats, decode, encode, filter_small, nms, nms_bitmask,
                             normalize_targets, random_clustered_boxes, unnormalize_targets)
 from tinyrcnn.kernels import cpu
+from helpers import gpu
 
 
 def f(*rows, dtype=np.float64):
@@ -237,7 +238,33 @@ def test_nms_kernel_on_cpu_matches_numpy(dtype):
             got = nms_bitmask(boxes, scores, thresh, run)
             assert got.dtype == np.int64
             np.testing.assert_array_equal(got, expected, err_msg=f'{len(boxes)} boxes @ {thresh}')
+            # the kernel stops at max_keep, also inside a column block of 64 and at its edge
+            for m in sorted({0, 1, 63, 64, 65, len(expected) - 1, len(expected) + 3}):
+                np.testing.assert_array_equal(nms_bitmask(boxes, scores, thresh, run, max_keep=m),
+                                              nms(boxes, scores, thresh, max_keep=m),
+                                              err_msg=f'{len(boxes)} boxes @ {thresh}, max_keep {m}')
     assert nms_bitmask(np.zeros((0, 4), dtype), np.zeros(0), 0.5, run).tolist() == []
+
+
+@needs_cxx
+def test_nms_kernel_on_real_threads_matches_numpy():
+    """nms_reduce splits each kept box's mask row among the threads of its block: on real threads
+    (kernels/compat_threads.h), with block sizes that do not divide the 64-box column blocks and a
+    second block that must stay idle, it still keeps exactly NumPy's boxes."""
+    boxes, scores = random_clustered_boxes(700, num_objects=30, seed=5)
+    calls, shape = [], {}
+
+    def run(name, n, args):                                # both launches in one program
+        calls.append(('nms.cu', name, args))
+        if name == 'nms_reduce':
+            res = cpu.run_threaded(calls, np.float32, sanitize=False, **shape)
+            assert res.returncode == 0, res.stderr
+    for grid, block in [(1, 3), (2, 7)]:
+        shape.update(grid=grid, block=block)
+        for thresh, max_keep in [(0.5, None), (0.7, 40), (0.3, 1)]:
+            calls.clear()
+            np.testing.assert_array_equal(nms_bitmask(boxes, scores, thresh, run, max_keep),
+                                          nms(boxes, scores, thresh, max_keep))
 
 
 @pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not installed')
@@ -253,7 +280,7 @@ def test_nms_kernel_compiles_with_nvcc(tmp_path, ctype):
     assert 'fma' not in ptx  # IoU must round like NumPy: no fused multiply-add
 
 
-@pytest.mark.skipif(not cuda_available(), reason='needs CuPy and a GPU')
+@gpu
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_nms_cupy_matches_numpy(dtype):
     import cupy as cp
@@ -263,6 +290,8 @@ def test_nms_cupy_matches_numpy(dtype):
             expected = nms(boxes, scores, thresh)
             got = nms(cp.asarray(boxes), cp.asarray(scores), thresh)
             np.testing.assert_array_equal(cp.asnumpy(got), expected)
+            got = nms(cp.asarray(boxes), cp.asarray(scores), thresh, max_keep=100)
+            np.testing.assert_array_equal(cp.asnumpy(got), expected[:100])
         labels = np.arange(len(boxes)) % 3
         np.testing.assert_array_equal(
             cp.asnumpy(batched_nms(cp.asarray(boxes), cp.asarray(scores), cp.asarray(labels), 0.5)),

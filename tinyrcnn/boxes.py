@@ -171,7 +171,7 @@ def _check_nms(boxes, scores, iou_threshold):
     return boxes
 
 
-def nms(boxes, scores, iou_threshold, max_keep=None):
+def nms(boxes, scores, iou_threshold, max_keep=None, presorted=False):
     """Greedy non-maximum suppression (R-CNN, Sec. 2.1): visit boxes by decreasing score and
     drop every box whose IoU with an already kept box is strictly above `iou_threshold`.
 
@@ -179,6 +179,9 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
     are visited lower index first (a stable sort of -scores). CuPy arrays run `kernels/nms.cu`,
     which returns exactly the NumPy answer. `max_keep`: stop once that many are kept (the same
     first indices; the RPN keeps only its top N after NMS, so it need not visit the rest).
+    `presorted=True`: the boxes already come by decreasing score (ties in the order wanted), so
+    the sort is skipped; on a GPU a sort waits for the device, and the proposal layer has just
+    sorted them.
     """
     boxes = _check_nms(boxes, scores, iou_threshold)
     if max_keep is not None and int(max_keep) < 0:
@@ -187,11 +190,11 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
         dtype = boxes.dtype
         return nms_bitmask(boxes, scores, iou_threshold,
                            lambda name, n, args: launch(kernel('nms.cu', name, dtype), n, args, dtype),
-                           max_keep)
+                           max_keep, presorted)
     thresh = boxes.dtype.type(iou_threshold)  # compare in the boxes' dtype, like the kernel
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-scores, kind='stable')
+    order = np.arange(len(scores)) if presorted else np.argsort(-scores, kind='stable')
     keep = []
     while order.size and (max_keep is None or len(keep) < max_keep):
         i, rest = order[0], order[1:]
@@ -210,7 +213,7 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
 NMS_THREADS = 256
 
 
-def nms_bitmask(boxes, scores, iou_threshold, run, max_keep=None):
+def nms_bitmask(boxes, scores, iou_threshold, run, max_keep=None, presorted=False):
     """NMS through the two kernels of `kernels/nms.cu` (after the GPU NMS of Faster R-CNN).
 
     `run(name, n, args)` executes kernel `name` over n work items: a CuPy launch on the GPU, or
@@ -226,8 +229,8 @@ def nms_bitmask(boxes, scores, iou_threshold, run, max_keep=None):
     max_keep = N if max_keep is None else min(int(max_keep), N)
     if N == 0 or max_keep == 0:
         return xp.zeros(0, dtype=xp.int64)
-    order = xp.argsort(-scores, kind='stable')
-    sorted_boxes = xp.ascontiguousarray(boxes[order])  # (N, 4)
+    order = None if presorted else xp.argsort(-scores, kind='stable')
+    sorted_boxes = xp.ascontiguousarray(boxes if presorted else boxes[order])  # (N, 4)
     col_blocks = (N + 63) // 64
     mask = xp.empty((N, col_blocks), dtype=xp.uint64)
     run('nms_mask', N * col_blocks, (sorted_boxes, N, float(iou_threshold), mask))
@@ -235,7 +238,8 @@ def nms_bitmask(boxes, scores, iou_threshold, run, max_keep=None):
     keep = xp.empty(N, dtype=xp.int64)                         # positions in `order`
     num_kept = xp.empty(1, dtype=xp.int64)                     # written by the kernel
     run('nms_reduce', NMS_THREADS, (mask, N, max_keep, removed, keep, num_kept))
-    return order[keep[:int(num_kept[0])]].astype(xp.int64, copy=False)
+    keep = keep[:int(num_kept[0])]
+    return keep if presorted else order[keep].astype(xp.int64, copy=False)
 
 
 def batched_nms(boxes, scores, labels, iou_threshold):

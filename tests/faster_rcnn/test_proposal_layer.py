@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import tinyrcnn as tr
+from helpers import gpu
 from tinyrcnn.faster_rcnn.proposal_layer import proposal_layer
 
 
@@ -50,3 +52,34 @@ def test_proposal_layer_shapes_checked():
     with pytest.raises(ValueError):
         proposal_layer(np.zeros(3, np.float32), np.zeros((2, 4), np.float32),
                        np.zeros((3, 4), np.float32), (10, 10))
+
+
+def test_tiny_boxes_neither_take_a_place_nor_suppress():
+    """Tiny boxes are ranked last rather than cut out first (no wait on a GPU): the result is
+    the cut-first one, even where they score best and overlap the real boxes."""
+    tiny, A, B = [0, 0, 2, 2], [0, 0, 19, 19], [40, 40, 59, 59]   # tiny lies inside A
+    boxes, scores = _propose([tiny, A, B], [0.99, 0.5, 0.4], min_size=5, nms_thresh=0.001)
+    np.testing.assert_array_equal(boxes, [A, B])       # visited first, tiny would suppress A
+    np.testing.assert_allclose(scores, [0.5, 0.4])
+    boxes, _ = _propose([tiny, A, B], [0.99, 0.5, 0.4], min_size=5, pre_nms_top_n=2)
+    np.testing.assert_array_equal(boxes, [A, B])       # the best 2 are the best real ones
+    boxes, _ = _propose([tiny, A, B], [0.99, 0.5, 0.4], min_size=5, post_nms_top_n=1)
+    np.testing.assert_array_equal(boxes, [A])
+    boxes, scores = _propose([tiny], [0.9], min_size=5)
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+@gpu
+def test_on_the_gpu_the_same_proposals_come_back_to_the_host():
+    import cupy
+    rng = np.random.default_rng(0)
+    anchors = tr.boxes.random_clustered_boxes(500, seed=2, height=200, width=300)[0]
+    deltas = rng.normal(0, 0.1, anchors.shape).astype(np.float32)
+    scores = rng.random(500).astype(np.float32)
+    kw = dict(im_size=(200, 300), pre_nms_top_n=300, post_nms_top_n=50, min_size=16, scale=0.5)
+    want = proposal_layer(scores, deltas, anchors, **kw)
+    got = proposal_layer(cupy.asarray(scores), cupy.asarray(deltas), cupy.asarray(anchors),
+                         **kw, to_host=True)
+    for g, w in zip(got, want):
+        assert isinstance(g, np.ndarray) and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

@@ -15,8 +15,8 @@ from tinyrcnn import backend
 from tinyrcnn.backend import KERNEL_DIR
 from tinyrcnn.gradient_check import gradcheck
 from tinyrcnn.kernels import cpu
-from tinyrcnn.ops.roi_pool import (RoIPool, roi_pool, roi_spp, round_half_away, _backward_numpy,
-                                   _forward_numpy)
+from tinyrcnn.ops.roi_pool import (RoIPool, roi_pool, roi_spp, round_half_away, _backward_kernel,
+                                   _backward_numpy, _forward_kernel, _forward_numpy)
 from tinyrcnn.tensor import Tensor
 from helpers import awkward_map, distinct, edge_rois, gpu
 
@@ -243,18 +243,18 @@ def test_no_rois_gives_an_empty_result():
 
 
 # ----- the CUDA source, without a GPU ----------------------------------------------------------
+def run_on_cpu(name, n, args, dtype):
+    """The `run` of ops/roi_pool.py's kernel dispatch, on the CPU build of roi_pool.cu (compiled
+    for `dtype`, as backend.kernel would be). cpu.call refuses a float array of another type."""
+    cpu.call(cpu.build('roi_pool.cu', dtype), name, *args, dtype=dtype)
+
+
 def run_kernels_on_cpu(x, rois, output_size, scale, gy):
-    dtype = x.dtype.type
-    lib = cpu.build('roi_pool.cu', dtype)
-    N, C, H, W = x.shape
-    R, (out_h, out_w) = len(rois), output_size
-    y = np.empty((R, C, out_h, out_w), dtype)
-    argmax = np.empty((R, C, out_h, out_w), np.int64)
-    cpu.call(lib, 'roi_pool_forward', x, rois, y, argmax, R, C, H, W, out_h, out_w, float(scale),
-             dtype=dtype)
-    gx = np.zeros_like(x)
-    cpu.call(lib, 'roi_pool_backward', gy, argmax, rois, gx, R, C, H, W, out_h, out_w, dtype=dtype)
-    return y, argmax, gx
+    """y, argmax, gx (atomic scatter) and gx (gather), through the same dispatch as on a GPU."""
+    y, argmax = _forward_kernel(x, rois, output_size, scale, run=run_on_cpu)
+    gx = _backward_kernel(gy, argmax, rois, x.shape, scale, run=run_on_cpu)
+    gx_gather = _backward_kernel(gy, argmax, rois, x.shape, scale, deterministic=True, run=run_on_cpu)
+    return y, argmax, gx, gx_gather
 
 
 @needs_cxx
@@ -266,11 +266,49 @@ def test_cu_kernels_on_cpu_equal_numpy(dtype):
     for output_size in [(7, 7), (2, 5), (13, 11)]:
         y_ref, argmax_ref = _forward_numpy(x, rois, output_size, 1 / 16)
         gy = rng.standard_normal(y_ref.shape).astype(dtype)
-        y, argmax, gx = run_kernels_on_cpu(x, rois, output_size, 1 / 16, gy)
+        y, argmax, gx, gx_gather = run_kernels_on_cpu(x, rois, output_size, 1 / 16, gy)
         np.testing.assert_array_equal(argmax, argmax_ref)
         np.testing.assert_array_equal(y, y_ref)                  # NaN == NaN here
         assert np.array_equal(np.signbit(y), np.signbit(y_ref))
-        np.testing.assert_array_equal(gx, _backward_numpy(gy, argmax_ref, rois, x.shape))
+        gx_ref = _backward_numpy(gy, argmax_ref, rois, x.shape)
+        np.testing.assert_array_equal(gx, gx_ref)
+        # The gather adds each pixel's bins in the order np.add.at does: equal bit for bit, and
+        # it must have found every bin (the awkward RoIs pile many bins onto a few pixels).
+        assert gx_gather.tobytes() == gx_ref.tobytes()
+
+
+@needs_cxx
+def test_gather_backward_with_huge_and_tiny_bins():
+    """The gather skips bins that cannot hold the pixel, from a division with one bin of margin:
+    RoIs much larger than the map (bins of many pixels), 1-pixel RoIs cut into 13 x 11 bins
+    (many bins per pixel) and far-away RoIs must still send every gradient where NumPy does."""
+    x = distinct((2, 3, 9, 12), seed=21)
+    s = 16
+    rois = np.array([[0, -300 * s, -200 * s, 500 * s, 400 * s], [1, 3 * s, 4 * s, 3 * s, 4 * s],
+                     [1, -9000 * s, 2 * s, -8000 * s, 5 * s], [0, 0, 0, 11 * s, 8 * s],
+                     [0, 2.5 * s, 1.5 * s, 9.49 * s, 7.5 * s]], np.float64)
+    for output_size in [(7, 7), (13, 11), (1, 1)]:
+        y, argmax = _forward_numpy(x, rois, output_size, 1 / s)
+        gy = distinct(y.shape, seed=22)
+        gx = _backward_kernel(gy, argmax, rois, x.shape, 1 / s, deterministic=True, run=run_on_cpu)
+        assert gx.tobytes() == _backward_numpy(gy, argmax, rois, x.shape).tobytes()
+
+
+@needs_cxx
+@pytest.mark.parametrize('deterministic', [False, True])
+def test_backward_reads_rois_in_the_gradients_float_type(deterministic):
+    """x float64 (so rois are float64) and a float32 gradient: the backward kernel is compiled for
+    float32 and must be given float32 rois. Handing it the float64 rows made it read garbage
+    batch indices (on a GPU: wrong planes or a crash)."""
+    x = distinct((2, 3, 9, 11), seed=5)
+    rois = edge_rois(9, 11, 1 / 16, seed=6, R=20)
+    op = RoIPool()
+    y = op.forward(x, rois, (3, 3), 1 / 16)
+    assert op.rois.dtype == np.float64
+    gy = distinct(y.shape, seed=7, dtype=np.float32)
+    gx = _backward_kernel(gy, op.argmax, op.rois, x.shape, 1 / 16, deterministic, run=run_on_cpu)
+    assert gx.dtype == np.float32                                # gy's type, like the NumPy path
+    np.testing.assert_array_equal(gx, _backward_numpy(gy, op.argmax, op.rois, x.shape))
 
 
 @pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc is not installed')
@@ -301,6 +339,23 @@ def test_cupy_equals_numpy(dtype):
     gx_gpu, _ = gpu_fn.backward(cp.asarray(gy))
     gx, _ = cpu_fn.backward(gy)
     np.testing.assert_allclose(cp.asnumpy(gx_gpu), gx, rtol=1e-6, atol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_deterministic_cuda_backward_equals_numpy_bit_for_bit(dtype, monkeypatch):
+    import cupy as cp
+    monkeypatch.setattr(RoIPool, 'deterministic', True)
+    x = distinct((2, 4, 11, 14), seed=19, dtype=dtype)
+    rois = edge_rois(11, 14, 1 / 16, seed=20, R=50).astype(dtype)
+    xg = Tensor(cp.asarray(x), requires_grad=True)
+    y = roi_pool(xg, cp.asarray(rois), (7, 7), 1 / 16)
+    gy = distinct(y.shape, seed=21, dtype=dtype)
+    y.backward(cp.asarray(gy))
+    op = RoIPool()
+    op.forward(x, rois, (7, 7), 1 / 16)
+    gx, _ = op.backward(gy)
+    assert cp.asnumpy(xg.grad).tobytes() == gx.tobytes()
 
 
 @gpu

@@ -59,7 +59,8 @@ def faster_rcnn_losses(model, images, im_info, gt_boxes, gt_labels, cfg, rng, pr
         if len(rois):
             cls_score, bbox_pred = model.head(feats, proposal_rois(rois, feats))
             on = lambda a: backend.to_device(a, feats.device)  # noqa: E731
+            # the labels stay on the host: the log loss checks them there, then uploads them
             _, out['cls'], out['loc'] = multitask_loss(
-                cls_score, bbox_pred, on(labels), on(bbox_targets), on(bbox_weights), cfg)
+                cls_score, bbox_pred, labels, on(bbox_targets), on(bbox_weights), cfg)
     out['loss'] = out['rpn_cls'] + out['rpn_loc'] + out['cls'] + out['loc'] * cfg.loss_lambda
     return out

@@ -50,9 +50,20 @@ class FasterRCNN(FastRCNN):
         channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.rpn_channels = rpn_channels or channels
         self.rpn = RPNHead(channels, self.rpn_channels, len(self.base_anchors))
+        self._anchors = {}                 # (feat_h, feat_w, device) -> anchors, see anchors()
 
-    def anchors(self, feat_h, feat_w):
-        return shift_anchors(self.base_anchors, feat_h, feat_w, self.feat_stride)  # (HWA, 4)
+    def anchors(self, feat_h, feat_w, device='cpu'):
+        """The anchors of an feat_h x feat_w map, (HWA, 4) float32 on `device`, made once per
+        map size and device and kept (read-only): training would otherwise shift and upload
+        them again at every step."""
+        key = (feat_h, feat_w, device)
+        if key not in self._anchors:
+            if len(self._anchors) >= 64:                           # many image sizes: start over
+                self._anchors.clear()
+            anchors = shift_anchors(self.base_anchors, feat_h, feat_w, self.feat_stride)
+            anchors.flags.writeable = False
+            self._anchors[key] = anchors if device == 'cpu' else backend.to_device(anchors, device)
+        return self._anchors[key]                                  # (HWA, 4)
 
     def propose(self, logits, deltas, im_info, mode=None):
         """RPN outputs (arrays, one image) -> proposals (P, 4) float32 NumPy in input pixels and
@@ -63,11 +74,10 @@ class FasterRCNN(FastRCNN):
         objectness = 1 / (1 + xp.exp(scores[:, 0] - scores[:, 1]))   # softmax, "object" column
         mode = mode or ('train' if self.training else 'test')
         H, W, scale = im_info
-        boxes, objectness = proposal_layer(
-            objectness, offsets, self.anchors(*logits.shape[2:]), (H, W), scale,
-            self.settings[f'{mode}_pre_nms_top_n'], self.settings[f'{mode}_post_nms_top_n'],
-            self.settings['rpn_nms_thresh'], self.settings['rpn_min_size'])
-        return backend.to_device(boxes, 'cpu'), backend.to_device(objectness, 'cpu')
+        return proposal_layer(
+            objectness, offsets, self.anchors(*logits.shape[2:], backend.device_of(logits)), (H, W),
+            scale, self.settings[f'{mode}_pre_nms_top_n'], self.settings[f'{mode}_post_nms_top_n'],
+            self.settings['rpn_nms_thresh'], self.settings['rpn_min_size'], to_host=True)
 
     def forward(self, images, im_info):
         """Detection for one image: proposals (P, 4) NumPy in input pixels, cls_score (P, K+1),
@@ -82,7 +92,7 @@ class FasterRCNN(FastRCNN):
 
 
 def proposal_rois(boxes, feats):
-    """(P, 4) boxes of the one image of `feats` -> (P, 5) RoIs [0, x1, y1, x2, y2] in feats'
-    dtype, on its device."""
-    rois = np.hstack([np.zeros((len(boxes), 1), np.float32), boxes]).astype(feats.dtype)
-    return backend.to_device(rois, feats.device)                   # (P, 5)
+    """(P, 4) host boxes of the one image of `feats` -> (P, 5) RoIs [0, x1, y1, x2, y2] in
+    feats' dtype, on the host: RoI pooling checks them there and uploads them after, where a
+    check on the GPU would make the host wait for the device."""
+    return np.hstack([np.zeros((len(boxes), 1), np.float32), boxes]).astype(feats.dtype)  # (P, 5)

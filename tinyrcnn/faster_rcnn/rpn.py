@@ -80,6 +80,7 @@ def rpn_loss(logits, deltas, labels, bbox_targets, sigma=3.0):
     kept = labels[keep]
     targets = np.asarray(backend.to_device(bbox_targets, 'cpu'), scores.dtype)[keep]
     weight = np.repeat((kept == 1)[:, None], 4, axis=1).astype(scores.dtype)   # (S, 4)
-    loss_cls = F.cross_entropy(scores[on(keep)], on(kept))
-    loss_reg = F.smooth_l1_loss(offsets[on(keep)], on(targets), on(weight), sigma=sigma)
+    rows = on(keep)                                    # uploaded once, used twice
+    loss_cls = F.cross_entropy(scores[rows], kept)     # labels checked on the host, then uploaded
+    loss_reg = F.smooth_l1_loss(offsets[rows], on(targets), on(weight), sigma=sigma)
     return loss_cls, loss_reg

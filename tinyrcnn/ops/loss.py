@@ -5,12 +5,22 @@ from .. import backend
 from ..tensor import Function, Tensor
 
 
-def _labels_array(labels, xp):
+def _labels_array(labels):
+    """labels as an int64 array where they are: NumPy (lists too) or CuPy."""
     labels = labels.data if isinstance(labels, Tensor) else labels
-    labels = xp.asarray(labels)
+    labels = labels if backend.is_cupy_array(labels) else np.asarray(labels)
     if labels.dtype.kind not in 'iu':
         raise ValueError(f'cross_entropy expects integer labels, got dtype {labels.dtype}')
     return labels.astype(np.int64, copy=False)
+
+
+def _label_range(labels):
+    """(min, max) of labels as ints. Labels on the GPU are read back for it, both in one copy
+    (each int() would make the host wait once more); training passes them from the host,
+    where this costs no wait, and they are uploaded after the check."""
+    xp = backend.get_array_module(labels)
+    lo, hi = backend.to_device(xp.stack([labels.min(), labels.max()]), 'cpu')
+    return int(lo), int(hi)
 
 
 class CrossEntropy(Function):
@@ -35,17 +45,17 @@ def cross_entropy(logits, labels):
     """Mean over rows of -log softmax(logits)[label]. logits (N, K), labels (N,) in [0, K)."""
     if logits.ndim != 2:
         raise ValueError(f'cross_entropy expects logits of shape (N, K), got {tuple(logits.shape)}')
-    xp = backend.get_array_module(logits.data if isinstance(logits, Tensor) else logits)
-    labels = _labels_array(labels, xp)
+    labels = _labels_array(labels)
     N, K = logits.shape
     if labels.shape != (N,):
         raise ValueError(f'cross_entropy expects labels of shape ({N},), got {tuple(labels.shape)}')
     if N == 0:
         raise ValueError('cross_entropy needs at least one row')
-    lo, hi = int(labels.min()), int(labels.max())
+    lo, hi = _label_range(labels)
     if lo < 0 or hi >= K:
         raise ValueError(f'cross_entropy: labels must be in [0, {K - 1}], got values in [{lo}, {hi}]')
-    return CrossEntropy.apply(logits, labels)
+    device = backend.device_of(logits.data if isinstance(logits, Tensor) else logits)
+    return CrossEntropy.apply(logits, backend.to_device(labels, device))
 
 
 class SmoothL1(Function):

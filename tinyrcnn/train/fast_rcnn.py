@@ -51,7 +51,11 @@ class FastRCNNTrainer(Trainer):
     def part_losses(self, model, part):
         """The multi-task loss (L, L_cls, L_loc) of one part, and its weight."""
         batch, weight = part
-        images, rois, labels, targets, weights = (backend.to_device(a, self.cfg.device) for a in batch)
+        images, rois, labels, targets, weights = batch
+        # rois and labels go as they are: RoI pooling and the log loss check them on the host
+        # and upload them after, where a check on the GPU would make the host wait for it
+        images, targets, weights = (backend.to_device(a, self.cfg.device)
+                                    for a in (images, targets, weights))
         cls_score, bbox_pred = model(Tensor(images), rois)
         losses = multitask_loss(cls_score, bbox_pred, labels, targets, weights, self.cfg)
         return list(losses), weight

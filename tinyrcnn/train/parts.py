@@ -34,9 +34,15 @@ def backward_parts(run, parts, model, threads=1):
         return on_threads(run, parts, model, threads)
     for p in params:
         p.grad = None
-    values = []
+    arrays, weights = [], []
     for part in parts:                                       # fixed order: part 0, 1, ...
         losses, weight = run(model, part)
         (losses[0] * weight).backward()                      # adds into p.grad
-        values.append([v.item() * weight for v in losses])
+        arrays += [v.data for v in losses]
+        weights.append(weight)
+    # All the step's loss values in one device -> host copy: on a GPU each .item() would make
+    # the host wait for the device once more.
+    xp = backend.get_array_module(*arrays)
+    host = backend.to_device(xp.stack(arrays), 'cpu').reshape(len(parts), -1)   # (parts, losses)
+    values = [[float(v) * w for v in row] for row, w in zip(host, weights)]
     return [sum(v[k] for v in values) for k in range(len(values[0]))]

@@ -105,11 +105,13 @@ def pretrain_on_crops(model, crops, labels, optimizer, iterations=300, batch=64,
 
         def run(model, chunk):
             feats = model.features(Tensor(backend.to_device(x[chunk], device)))
-            r = rois[:len(chunk)]                                     # image k, the whole crop
-            scores, _ = model.head(feats, backend.to_device(r, device))   # Fast or Faster R-CNN
-            loss = F.cross_entropy(scores, backend.to_device(labels[idx[chunk]], device))
-            correct = Tensor(backend.to_device(
-                np.float64((scores.numpy().argmax(axis=1) == labels[idx[chunk]]).mean()), device))
+            # the RoIs (image k, the whole crop) and the labels go from the host: RoI pooling
+            # and the log loss check them there; the accuracy stays on the device and is read
+            # back with the loss, so that a GPU step waits for the host only once
+            y = labels[idx[chunk]]
+            scores, _ = model.head(feats, rois[:len(chunk)])            # Fast or Faster R-CNN
+            loss = F.cross_entropy(scores, y)
+            correct = Tensor((scores.data.argmax(axis=1) == backend.to_device(y, device)).mean())
             return [loss, correct], len(chunk) / batch
 
         loss, accuracy = backward_parts(run, chunks, model, len(chunks))
