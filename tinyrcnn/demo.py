@@ -167,6 +167,12 @@ def _sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _arguments(args):
+    """run_demo's arguments with its defaults filled in, as JSON has them (lists, not tuples)."""
+    defaults = dict(device=None, iterations=None, num_train=None, num_test=None, overrides=None)
+    return json.loads(json.dumps(dict(defaults, **args)))
+
+
 def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_args):
     """The demo once per seed, into OUT/seed_S, and the mean and spread of its mAP.
 
@@ -180,12 +186,12 @@ def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_a
     for seed in seeds:
         folder = os.path.join(out, f'seed_{seed}')
         path = os.path.join(folder, 'result.json')
-        key = dict(model=model, seed=seed, **{k: v for k, v in demo_args.items() if k != 'log'})
+        key = _arguments(dict(demo_args, model=model, seed=seed))
         row = None
         if os.path.exists(path):
             with open(path) as f:
                 row = json.load(f)
-            if row.get('arguments') != json.loads(json.dumps(key)):
+            if _arguments(row.get('arguments', {})) != key:
                 row = None                       # made with other arguments: run it again
             else:
                 log(f'seed {seed}: reusing {path}')
