@@ -1,50 +1,14 @@
-"""`python -m tinyrcnn bench`: time tinyrcnn's hot paths, next to PyTorch where it is installed.
-
-Each row prints tinyrcnn's median time, the reference's median time (when there is one) and
-the ratio tinyrcnn / reference, measured in the same process on the same machine. Speed
-targets live here, not in timed tests.
-"""
-import os
-import time
-
+"""Rows for the engine's hot ops: the VGG16 trunk, RoI pooling, NMS, each next to PyTorch
+(torchvision for RoI pooling and NMS) where it is installed, values checked equal first."""
 import numpy as np
 
-from . import backend, nn, speed
-from .boxes import nms, random_clustered_boxes, random_rois
-from .fast_rcnn.svd import svd_linear
-from .ops.roi_pool import roi_pool
-from .proposals.selective_search import selective_search
-from .seed import manual_seed
-from .tensor import Tensor, no_grad
-from .vgg import VGG16_CFG, make_features
-
-
-def timeit(fn, device='cpu', repeats=5, warmup=1):
-    """Median wall time of fn() over `repeats` runs after `warmup` runs (GPU work synchronised)."""
-    sync = lambda: None  # noqa: E731
-    if device == 'cuda':
-        cp = backend._cupy()
-        sync = cp.cuda.Device().synchronize
-    for _ in range(warmup):
-        fn()
-        sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _torch(device):
-    try:
-        import torch
-    except Exception:
-        return None
-    if device == 'cuda' and not torch.cuda.is_available():
-        return None
-    return torch
+from .. import backend, speed
+from ..boxes import nms, random_clustered_boxes, random_rois
+from ..ops.roi_pool import roi_pool
+from ..seed import manual_seed
+from ..tensor import Tensor, no_grad
+from ..vgg import VGG16_CFG, make_features
+from .common import timeit, torch_or_none, torchvision_or_none
 
 
 def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
@@ -62,7 +26,7 @@ def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
 
     t_ours = timeit(ours, device, repeats)
     t_ref = None
-    torch = _torch(device)
+    torch = torch_or_none(device)
     if torch is not None:
         layers, c = [], 3
         for v in VGG16_CFG:
@@ -94,20 +58,9 @@ def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
     return [(f'VGG16 trunk fwd+bwd 1x3x{H}x{W} ({device})', t_ours, t_ref)]
 
 
-def _torchvision(device):
-    torch = _torch(device)
-    if torch is None:
-        return None, None
-    try:
-        import torchvision.ops
-        return torch, torchvision
-    except Exception:
-        return torch, None
-
-
 def bench_roi_pool_reference(device='cpu', shape=(2, 512, 38, 63), counts=(128, 2000), repeats=5):
     """RoI pooling forward + backward next to torchvision.ops.roi_pool (values checked equal)."""
-    torch, torchvision = _torchvision(device)
+    torch, torchvision = torchvision_or_none(device)
     N, C, H, W = shape
     x_np = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     rows = []
@@ -144,7 +97,7 @@ def bench_nms_reference(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, re
     """NMS next to torchvision.ops.nms; kept indices checked equal first. torchvision measures
     widths as x2 - x1, tinyrcnn (like the original code) as x2 - x1 + 1, so torchvision gets the
     boxes with x2 + 1, y2 + 1: the same IoU."""
-    torch, torchvision = _torchvision(device)
+    torch, torchvision = torchvision_or_none(device)
     rows = []
     for n in sizes:
         b_np, s_np = random_clustered_boxes(n)
@@ -160,42 +113,6 @@ def bench_nms_reference(device='cpu', sizes=(2000, 12000), iou_threshold=0.7, re
             t_ref = timeit(lambda: torchvision.ops.nms(bt, st, iou_threshold), device, repeats)
         rows.append((f'nms {n} boxes @ {iou_threshold} ({device})', t_ours, t_ref))
     return rows
-
-
-def bench_svd_head(device='cpu', rois=256, fc6_rank=1024, fc7_rank=256, repeats=3):
-    """Fast R-CNN's VGG16 head (fc6, fc7, cls_score, bbox_pred) on `rois` pooled RoIs, before and
-    after truncated SVD (Sec. 3.1), with parameter counts and the change in class scores."""
-    manual_seed(0)
-    rng = np.random.default_rng(0)
-    # fc6/fc7 with VGG16's shapes; weights drawn with a decaying spectrum, like trained layers
-    def layer(out_f, in_f):
-        lin = nn.Linear(in_f, out_f)
-        U = np.linalg.qr(rng.standard_normal((out_f, min(out_f, 512))))[0]
-        V = rng.standard_normal((min(out_f, 512), in_f)) / np.sqrt(in_f)
-        spectrum = 1.0 / (1.0 + np.arange(U.shape[1]) / 32.0)
-        lin.weight.data = ((U * spectrum) @ V).astype(np.float32)
-        return lin
-    head = nn.Sequential(layer(4096, 25088), nn.ReLU(), layer(4096, 4096), nn.ReLU(),
-                         nn.Linear(4096, 21))
-    head.to(device).eval()
-    x = Tensor(rng.standard_normal((rois, 25088)).astype(np.float32)).to(device)
-
-    def run_head():
-        with no_grad():
-            return head(x)
-    before_params = head.num_parameters()
-    t_full = timeit(run_head, device, repeats)
-    scores_full = run_head().numpy()
-    start = time.perf_counter()
-    setattr(head, '0', svd_linear(head[0], fc6_rank))           # offline, once per model
-    setattr(head, '2', svd_linear(head[2], fc7_rank))
-    t_factor = time.perf_counter() - start
-    t_svd = timeit(run_head, device, repeats)
-    scores_svd = run_head().numpy()
-    change = float(np.abs(scores_svd - scores_full).max() / np.abs(scores_full).max())
-    return [(f'RoI head, {rois} RoIs, full ({before_params / 1e6:.1f}M params) ({device})', t_full, None),
-            (f'RoI head, SVD {fc6_rank}/{fc7_rank} ({head.num_parameters() / 1e6:.1f}M params, '
-             f'score change {change:.1e}; SVD itself {t_factor:.0f} s)', t_svd, t_full)]
 
 
 def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 512, 38, 50)):
@@ -229,52 +146,3 @@ def bench_roi_pool(device='cpu', repeats=3, roi_counts=(128, 2000), shape=(2, 51
                 rows.append((f'roi_pool forward, {R} RoIs, reference loop (cpu)',
                              timeit(forward, device, 1)))
     return rows
-
-
-def bench_selective_search(mode='fast', repeats=3):
-    """Seconds per image of selective_search on skimage's coffee photograph resized to 500x375."""
-    from skimage import data
-    from skimage.transform import resize
-    image = (resize(data.coffee(), (375, 500), anti_aliasing=True) * 255).round().astype(np.uint8)
-    selective_search(image, mode)                             # warm-up (imports, caches)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        selective_search(image, mode)
-    return (time.perf_counter() - start) / repeats
-
-
-def run(device='cpu', only=None, repeats=3, out=print):
-    """Run the benchmarks and print one row each; returns the rows."""
-    suites = {
-        'vgg': lambda: bench_vgg16_trunk(device, (224, 224) if device == 'cpu' else (600, 1000),
-                                         repeats=repeats),
-        'roi_pool': lambda: ([(n, t, None) for n, t in bench_roi_pool(device, repeats=repeats)]
-                             + (bench_roi_pool_reference(device, repeats=repeats)
-                                if _torchvision(device)[1] is not None else [])),
-        'nms': lambda: bench_nms_reference(device, repeats=repeats),
-        'svd': lambda: bench_svd_head(device, repeats=repeats),
-    }
-    if device == 'cpu':
-        suites['selective_search'] = lambda: [
-            ('selective search fast, per ~500x375 image (cpu)', bench_selective_search(), None)]
-    names = list(suites) if not only else only
-    unknown = [n for n in names if n not in suites]
-    if unknown:
-        raise ValueError(f'unknown benchmark(s) {unknown}; choose from {sorted(suites)}')
-    torch = _torch(device)
-    ref_name = f'torch {torch.__version__}' if torch is not None else 'no reference'
-    out(f'tinyrcnn bench on {device}; reference: {ref_name}; threads: {_threads(torch)}')
-    out(f"{'benchmark':<58} {'tinyrcnn':>10} {'reference':>10} {'ratio':>7}")
-    rows = []
-    for name in names:
-        for label, ours, ref in suites[name]():
-            ratio = f'{ours / ref:7.2f}' if ref else '      -'
-            ref_text = f'{ref * 1e3:8.1f}ms' if ref else '         -'
-            out(f'{label:<58} {ours * 1e3:8.1f}ms {ref_text} {ratio}')
-            rows.append((label, ours, ref))
-    return rows
-
-
-def _threads(torch):
-    n = os.cpu_count()
-    return f'{n} cores' + (f', torch uses {torch.get_num_threads()}' if torch is not None else '')

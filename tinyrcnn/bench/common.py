@@ -1,0 +1,107 @@
+"""What every benchmark row shares: a median timer, the optional references (PyTorch,
+torchvision), and a fresh child process per side for peak memory."""
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .. import backend
+
+
+def timeit(fn, device='cpu', repeats=5, warmup=1):
+    """Median wall time of fn() over `repeats` runs after `warmup` runs (GPU work synchronised)."""
+    sync = lambda: None  # noqa: E731
+    if device == 'cuda':
+        cp = backend._cupy()
+        sync = cp.cuda.Device().synchronize
+    for _ in range(warmup):
+        fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def torch_or_none(device='cpu'):
+    """PyTorch where it is installed (and sees a GPU, for device 'cuda'), else None."""
+    try:
+        import torch
+    except Exception:
+        return None
+    if device == 'cuda':
+        if not torch.cuda.is_available():
+            return None
+        # tinyrcnn's GPU convolutions and matrix products are plain float32 (CuPy leaves TF32
+        # off); so is the reference, or it would be both faster and less exact
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def torchvision_or_none(device='cpu'):
+    """(torch, torchvision), either None where it is not installed."""
+    torch = torch_or_none(device)
+    if torch is None:
+        return None, None
+    try:
+        import torchvision.ops
+        return torch, torchvision
+    except Exception:
+        return torch, None
+
+
+def threads_text(torch):
+    n = os.cpu_count()
+    return f'{n} cores' + (f', torch uses {torch.get_num_threads()}' if torch is not None else '')
+
+
+def peak_memory():
+    """This process's peak resident set size in bytes (Linux: VmHWM; elsewhere ru_maxrss)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == 'darwin' else peak * 1024          # macOS counts bytes
+
+
+def in_child(fn, *args):
+    """fn(*args) in a new Python process; returns (its result, the child's peak resident memory
+    in bytes). fn must be a module-level function, args picklable. Each side of a row runs in a
+    child of its own, so that one side's arrays, allocator caches and libraries are not counted
+    in the other's peak. (A plain subprocess rather than multiprocessing: nothing of the calling
+    script is imported again, so a script without `if __name__ == '__main__'` works too.)"""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (package_root, env.get('PYTHONPATH')) if p)
+    with tempfile.TemporaryDirectory() as tmp:
+        job, result = os.path.join(tmp, 'job.pickle'), os.path.join(tmp, 'result.pickle')
+        with open(job, 'wb') as f:
+            pickle.dump((fn, args), f)
+        code = 'import sys; from tinyrcnn.bench.common import _child; _child(*sys.argv[1:])'
+        status = subprocess.run([sys.executable, '-c', code, job, result], env=env).returncode
+        if status != 0:
+            raise RuntimeError(f'the benchmark child process for {fn.__name__} failed '
+                               f'(exit status {status}); its error is printed above')
+        with open(result, 'rb') as f:
+            return pickle.load(f)
+
+
+def _child(job, result):
+    with open(job, 'rb') as f:
+        fn, args = pickle.load(f)
+    value = fn(*args)
+    with open(result, 'wb') as f:
+        pickle.dump((value, peak_memory()), f)

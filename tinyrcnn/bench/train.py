@@ -1,0 +1,200 @@
+"""Row for one Fast R-CNN training iteration (Sec. 2.3): forward, backward and an SGD step on
+N = 2 images and R = 128 RoIs, tinyrcnn next to the same network built from PyTorch layers.
+
+Both sides get the same weights, images, RoIs and targets, and one step on each is checked to
+give the same scores, losses, gradients and updated weights before anything is timed. Each
+side is then timed in a child process of its own (`common.in_child`), which also gives its peak
+resident memory: weights, activations, the library itself. tinyrcnn computes the step as the
+trainer does (`train.parts`: one part per image, on two threads with the CPU speed paths);
+PyTorch as one batch on its own threads. Dropout is off on both sides (its masks cannot be
+matched across the two, and it costs little); the demo trains without it anyway.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+from .. import nn, speed
+from ..boxes import random_rois
+from ..fast_rcnn.loss import multitask_loss
+from ..fast_rcnn.network import FastRCNN
+from ..optim import SGD
+from ..seed import manual_seed
+from ..tensor import Tensor, no_grad
+from ..train.parts import backward_parts
+from . import torch_fast_rcnn
+from .common import in_child, timeit, torch_or_none
+
+SETTINGS = {
+    # the CPU demo's Fast R-CNN (demo.CPU_DEMO): vgg-tiny, 6 shape classes, shorter side 288
+    # (its images are 160-256 px a side; 4:3 here)
+    'demo': dict(trunk='vgg-tiny', num_classes=6, freeze_stages=0, size=(288, 384)),
+    # the paper's: VGG16, the 20 VOC classes, conv1 and conv2 frozen (Sec. 4.5), a 500x375
+    # VOC image scaled to a shorter side of 600
+    'paper': dict(trunk='vgg16', num_classes=20, freeze_stages=2, size=(600, 800)),
+}
+IMAGES, ROIS, LR = 2, 128, 0.001
+TOLERANCE = 1e-3      # largest |tinyrcnn - torch| / max |torch| of any checked array (float32)
+
+
+def make_model(trunk, num_classes, freeze_stages, seed=0):
+    """The tinyrcnn FastRCNN of a setting, with its weights drawn from `seed`, dropout off."""
+    manual_seed(seed)
+    model = FastRCNN(trunk, num_classes, freeze_stages)
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return model.train()
+
+
+def make_batch(size, num_classes, N=IMAGES, R=ROIS, seed=0):
+    """Random images (N, 3, H, W) and R RoIs over them (sorted by image), with a quarter
+    foreground (Sec. 2.3) of random classes and regression targets on the true class's columns.
+    Returns images, rois (R, 5), labels (R,), bbox_targets and bbox_weights (R, 4(K+1))."""
+    rng = np.random.default_rng(seed)
+    H, W = size
+    images = rng.standard_normal((N, 3, H, W)).astype(np.float32)
+    rois = random_rois(R, N, H, W, seed=seed)
+    rois = rois[np.argsort(rois[:, 0], kind='stable')]
+    labels = np.where(rng.random(R) < 0.25, rng.integers(1, num_classes + 1, R), 0)
+    targets = np.zeros((R, 4 * (num_classes + 1)), np.float32)
+    weights = np.zeros_like(targets)
+    for i in np.flatnonzero(labels):
+        cols = slice(4 * labels[i], 4 * labels[i] + 4)
+        targets[i, cols] = rng.standard_normal(4)
+        weights[i, cols] = 1
+    return images, rois, labels.astype(np.int64), targets, weights
+
+
+def _parts(batch):
+    """One part per image, weighted by its share of the RoIs (as `train.fast_rcnn` cuts a
+    mini-batch for its threads)."""
+    images, rois, labels, targets, weights = batch
+    parts = []
+    for n in range(len(images)):
+        mine = rois[:, 0] == n
+        one = rois[mine].copy()
+        one[:, 0] = 0
+        parts.append(((images[n:n + 1], one, labels[mine], targets[mine], weights[mine]),
+                      mine.sum() / len(rois)))
+    return parts
+
+
+def _part_loss(model, part):
+    (images, rois, labels, targets, weights), share = part
+    cls_score, bbox_pred = model(Tensor(images), rois)
+    return list(multitask_loss(cls_score, bbox_pred, labels, targets, weights)), share
+
+
+def tinyrcnn_optimizer(model):
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return SGD([{'params': [p for n, p in trainable if not n.endswith('bias')]},
+                {'params': [p for n, p in trainable if n.endswith('bias')], 'lr_mult': 2.0,
+                 'weight_decay': 0.0}], lr=LR, momentum=0.9, weight_decay=5e-4)
+
+
+def tinyrcnn_step(model, optimizer, parts, threads=2):
+    """Forward, backward (gradients left in .grad), SGD step; returns the losses."""
+    losses = backward_parts(_part_loss, parts, model, threads)
+    optimizer.step()
+    return losses
+
+
+def torch_step(torch, net, optimizer, batch):
+    images, rois, labels, targets, weights = batch
+    optimizer.zero_grad(set_to_none=True)
+    cls_score, bbox_pred = net(torch.from_numpy(images), rois)
+    losses = torch_fast_rcnn.multitask_loss(torch, cls_score, bbox_pred, torch.from_numpy(labels),
+                                            torch.from_numpy(targets), torch.from_numpy(weights))
+    losses[0].backward()
+    optimizer.step()
+    return [v.item() for v in losses]
+
+
+def check_same_step(torch, model, net, batch):
+    """One step of tinyrcnn's `model` and PyTorch's `net` (same weights) on `batch`: the scores,
+    losses, gradients and updated weights must agree. Returns the worst relative difference;
+    raises RuntimeError naming the array where it exceeds TOLERANCE."""
+    def rel(a, b):
+        b = np.asarray(b, np.float64)
+        return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+    images, rois = batch[:2]
+    with no_grad(), torch.no_grad():
+        ours = [t.numpy() for t in model(Tensor(images), rois)]
+        ref = [t.numpy() for t in net(torch.from_numpy(images), rois)]
+    errors = {'cls_score': rel(ours[0], ref[0]), 'bbox_pred': rel(ours[1], ref[1])}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    ours_opt, ref_opt = tinyrcnn_optimizer(model), torch_fast_rcnn.sgd(torch, net, trainable, LR)
+    losses = backward_parts(_part_loss, _parts(batch), model, threads=1)
+    ref_losses = torch_step(torch, net, ref_opt, batch)           # steps too
+    errors['losses'] = rel(losses, ref_losses)
+    params, ref_params = dict(model.named_parameters()), dict(net.named_parameters())
+    for n in trainable:
+        errors[n + ' gradient'] = rel(params[n].grad, ref_params[n].grad.numpy())
+    ours_opt.step()
+    for n in trainable:
+        errors[n + ' after the step'] = rel(params[n].numpy(), ref_params[n].detach().numpy())
+    worst = max(errors, key=errors.get)
+    if errors[worst] > TOLERANCE:
+        raise RuntimeError(f'tinyrcnn and PyTorch differ in {worst}: relative error '
+                           f'{errors[worst]:.2e} > {TOLERANCE}')
+    return errors[worst]
+
+
+def _time_tinyrcnn(setting, state_path, size, rois, repeats, fast):
+    """In a child: tinyrcnn's median step time for `setting` with the weights at state_path."""
+    if fast:
+        speed.enable()
+    model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
+    with np.load(state_path) as state:            # one array at a time, into the parameters
+        for n, p in model.named_parameters():
+            p.data[...] = state[n]
+    parts = _parts(make_batch(size, setting['num_classes'], R=rois))
+    optimizer = tinyrcnn_optimizer(model)
+    return timeit(lambda: tinyrcnn_step(model, optimizer, parts), repeats=repeats)
+
+
+def _time_torch(trunk, state_path, trainable, num_classes, size, rois, repeats):
+    """In a child: PyTorch's median step time, the same network and weights."""
+    import torch
+    with np.load(state_path) as state:
+        net, _ = torch_fast_rcnn.build(torch, trunk, state)
+    for n, p in net.named_parameters():
+        p.requires_grad_(n in trainable)
+    batch = make_batch(size, num_classes, R=rois)
+    optimizer = torch_fast_rcnn.sgd(torch, net, trainable, LR)
+    return timeit(lambda: torch_step(torch, net, optimizer, batch), repeats=repeats)
+
+
+def bench_train(name='demo', repeats=2, size=None, rois=ROIS):
+    """The training-step row of SETTINGS[name] (`size` and `rois` shrink it for tests).
+    Returns [(label, tinyrcnn seconds, PyTorch seconds or None)]."""
+    setting = SETTINGS[name]
+    size = size or setting['size']
+    model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    torch = torch_or_none()
+    label = (f"Fast R-CNN train step, {name}: {setting['trunk']}, N={IMAGES}, R={rois}, "
+             f'{size[0]}x{size[1]}')
+    with tempfile.TemporaryDirectory() as tmp:
+        state_path = os.path.join(tmp, 'state.npz')
+        np.savez(state_path, **model.state_dict())
+        if torch is not None:
+            trunk = torch_fast_rcnn.layout(model)
+            with np.load(state_path) as state:
+                net, pool_name = torch_fast_rcnn.build(torch, trunk, state)
+            for n, p in net.named_parameters():
+                p.requires_grad_(n in trainable)
+            worst = check_same_step(torch, model, net, make_batch(size, setting['num_classes'], R=rois))
+            del net
+        del model                                   # the children build their own
+        t_ours, mem_ours = in_child(_time_tinyrcnn, setting, state_path, size, rois, repeats,
+                                    speed.is_enabled())
+        if torch is None:
+            return [(f'{label}; peak memory {mem_ours / 2**20:.0f} MB; no PyTorch installed: '
+                     'tinyrcnn alone', t_ours, None)]
+        t_ref, mem_ref = in_child(_time_torch, trunk, state_path, trainable,
+                                  setting['num_classes'], size, rois, repeats)
+    return [(f'{label}; peak memory {mem_ours / 2**20:.0f} MB vs PyTorch {mem_ref / 2**20:.0f} MB; '
+             f'same step to {worst:.0e}; torch RoI pool: {pool_name}', t_ours, t_ref)]
