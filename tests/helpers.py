@@ -11,7 +11,10 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
 # The GPU tests run on the real CuPy and GPU where there is one and on the strict CuPy stand-in
 # everywhere else (fixture cuda_device, tests/cupy_standin/switch.py): never skipped for want of one.
-gpu = pytest.mark.usefixtures('cuda_device')
+# Marked `gpu` too, so that `pytest -m gpu` (the first step of `python -m tinyrcnn gpu-check`)
+# runs exactly these on a lent GPU.
+def gpu(test):
+    return pytest.mark.gpu(pytest.mark.usefixtures('cuda_device')(test))
 
 
 def distinct(shape, seed=0, dtype=np.float64, scale=1.0):

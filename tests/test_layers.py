@@ -22,7 +22,7 @@ LAYERS = [
     ('detector files', ['export']),
     ('training', ['train']),
     ('CPU speed paths', ['speed']),
-    ('apps', ['cli', 'batch', 'demo', 'bench', 'models', '__main__', '']),
+    ('apps', ['cli', 'batch', 'demo', 'bench', 'gpucheck', 'models', '__main__', '']),
 ]
 MAX_LINES = 350
 

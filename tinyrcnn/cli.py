@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from . import bench, speed
+from . import bench, gpucheck, speed
 from .backend import check_device
 from .batch import default_weights, detect_files, expand_inputs, read_proposals
 from .data import COCODetection, VOCDetection
@@ -238,8 +238,7 @@ def build_parser():
 
     b = sub.add_parser('bench', help='time the hot paths (next to PyTorch where installed)')
     b.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    b.add_argument('--only', default=None,
-                   help='comma-separated subset: vgg,roi_pool,nms,svd,selective_search')
+    b.add_argument('--only', default=None, help='comma-separated subset of the benchmarks')
     b.add_argument('--repeats', type=int, default=3)
     b.set_defaults(fn=cmd_bench)
 
@@ -326,6 +325,7 @@ def build_parser():
     c.add_argument('dst')
     c.add_argument('--float16', action='store_true', help='store floats in half precision')
     c.set_defaults(fn=cmd_convert_weights)
+    gpucheck.add_parser(sub)
     return p
 
 
