@@ -39,6 +39,7 @@
 # %%
 import dataclasses
 import inspect
+import json
 import pathlib
 import tempfile
 import time
@@ -364,6 +365,53 @@ ax.legend(loc='lower right')
 plt.show()
 
 # %% [markdown]
+# ## How much would another training run say? (seeds)
+#
+# The intervals above redraw the *test images* of one trained model. The other source of spread
+# is the training run itself: another seed gives another synthetic data set, other initial
+# weights, another order of mini-batches, and another mAP. `python -m tinyrcnn demo --seeds 3`
+# runs a demo once per seed (0, 1, 2) and prints the mean and the sample standard deviation;
+# `notebooks/runs/demo_seeds.py` ran it for both demos and stored what it printed, read here
+# (running it again takes about an hour and a half on 2 CPU cores). A single demo number, such
+# as the README's, is one draw from this spread.
+
+# %%
+seeds = json.loads((ROOT / 'notebooks' / 'runs' / 'demo_seeds.json').read_text())
+print(f"`{seeds['command']}`, {seeds['cpu']}, {seeds['date']}, commit {seeds['git_commit']}")
+names = {'fast': 'Fast R-CNN demo', 'faster': 'Faster R-CNN demo'}
+for model, m in seeds['models'].items():
+    per_seed = ', '.join(f"seed {r['seed']} {r['map']:.3f}" for r in m['rows'])
+    print(f"{names[model]:<18} mAP {m['mean']:.3f} +- {m['std']:.3f} (sample std, {len(m['rows'])} seeds: {per_seed})")
+
+spreads = [max(r['map'] for r in m['rows']) - min(r['map'] for r in m['rows']) for m in seeds['models'].values()]
+print(f"range over the seeds: {', '.join(f'{d:.3f}' for d in spreads)}; width of this chapter's "
+      f"95% test-set interval: {rows[-1]['map_ci'][1] - rows[-1]['map_ci'][0]:.3f}")
+
+fig, ax = plt.subplots(figsize=(8.5, 3.2))
+for x, (model, m) in enumerate(seeds['models'].items()):
+    maps = [r['map'] for r in m['rows']]
+    ax.plot([x] * len(maps), maps, 'o', alpha=0.6, label='one seed' if x == 0 else None, color='C0')
+    ax.errorbar(x + 0.15, m['mean'], yerr=m['std'], fmt='s', color='C1', capsize=4,
+                label='mean +- std over seeds' if x == 0 else None)
+lo, hi = rows[-1]['map_ci']               # this chapter's model, its test images redrawn
+ax.errorbar(-0.15, rows[-1]['map'], yerr=[[rows[-1]['map'] - lo], [hi - rows[-1]['map']]], fmt='^',
+            color='C2', capsize=4, label=f'95% bootstrap over test images (k = {rows[-1]["k"]}, this chapter)')
+ax.set(xticks=range(len(seeds['models'])), xticklabels=[names[m] for m in seeds['models']],
+       xlim=(-0.6, len(seeds['models']) - 0.4), ylabel='mAP@0.5 (VOC07)',
+       title='The demos over seeds, beside the test-set interval of one model')
+ax.title.set_fontsize(9)
+ax.grid(alpha=0.3, axis='y')
+ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
+plt.show()
+
+# %% [markdown]
+# Three seeds make a rough standard deviation (its own uncertainty is large: with three draws it
+# could be half or twice the true one), but the order of magnitude is the point: the runs of one
+# recipe spread over several points of mAP, a good part of the test-set interval's width, so a
+# difference of a point or two between two settings, from one run each, says little. Chapter 12's design
+# evaluations average two seeds for that reason.
+
+# %% [markdown]
 # ## Summary
 #
 # * mAP follows `evaluate_voc`: one match per ground truth, difficult objects ignored, 11-point
@@ -379,6 +427,8 @@ plt.show()
 #   median. Where the intervals of two $k$ overlap, this test set cannot tell them apart; the
 #   last lines below compare the largest $k$ with the best one on the same redrawn sets (a
 #   paired interval of the difference).
+# * Another seed is another training run: `demo --seeds 3` measures that spread (mean and
+#   standard deviation above), which one reported number does not show.
 
 # %%
 first, last = rows[0], rows[-1]
