@@ -25,6 +25,19 @@ def layout(model):
     return out
 
 
+def caffe_bins(length, n, dtype):
+    """Caffe's (and torchvision's) bins along one axis of windows of integer `length` (R,) split
+    into n: [floor(i * bin), ceil((i + 1) * bin)) with bin = length / n, all in the RoIs' float
+    `dtype`, as the C++ computes them. Returns start, end (R, n) int64, relative to the window.
+    Rounding can put (i + 1) * bin a hair above an integer (29 / 7 * 7 in float64 is
+    29.000000000000004), and the bin then takes one more row or column than exact arithmetic
+    would: the map's, past the window (the end is clipped to the map, not to the window)."""
+    T = np.dtype(dtype).type
+    size = (np.asarray(length).astype(T) / T(n))[:, None]
+    i = np.arange(n, dtype=T)
+    return np.floor(i * size).astype(np.int64), np.ceil((i + 1) * size).astype(np.int64)
+
+
 def roi_pool(torch, x, rois, output_size=(7, 7), spatial_scale=1 / 16):
     """RoI max pooling (Caffe's, as torchvision.ops.roi_pool) from torch ops, for where
     torchvision is not installed. x (N, C, H, W) tensor, rois (R, 5) NumPy array of
@@ -32,22 +45,42 @@ def roi_pool(torch, x, rois, output_size=(7, 7), spatial_scale=1 / 16):
 
     Each RoI's window on the map, [x1', x1' + w) x [y1', y1' + h) with w = max(x2' - x1' + 1, 1),
     goes through adaptive_max_pool2d, whose bins [floor(i L / n), ceil((i + 1) L / n)) are
-    exactly Caffe's floor(i * bin) and ceil((i + 1) * bin) for bin = L / n. A window may
-    overhang the map (x2' rounds up to W): the map is padded with -inf there, which never wins
-    a max, and a bin that lies wholly in the padding gives 0, as in Caffe.
+    Caffe's floor(i * bin) and ceil((i + 1) * bin) for bin = L / n in exact arithmetic. Caffe
+    computes them in the RoIs' float type, and where rounding moves an edge (`caffe_bins`) that
+    RoI is pooled bin by bin instead. A window may overhang the map (x2' rounds up to W): the
+    map is padded with -inf there, which never wins a max, and a bin that lies wholly in the
+    padding gives 0, as in Caffe.
     """
     F = torch.nn.functional
     N, C, H, W = x.shape
+    out_h, out_w = output_size
     # C's round() of the scaled corners; exact here, as the corners are >= 0 and 1/16 is a
     # power of two
     x1, y1, x2, y2 = np.floor(rois[:, 1:5].astype(np.float64) * spatial_scale + 0.5).astype(np.int64).T
     batch = rois[:, 0].astype(np.int64)
     w, h = np.maximum(x2 - x1 + 1, 1), np.maximum(y2 - y1 + 1, 1)
+    hs, he = caffe_bins(h, out_h, rois.dtype)
+    ws, we = caffe_bins(w, out_w, rois.dtype)
+    exact = lambda s, e, L, n: ((s == np.arange(n) * L[:, None] // n)      # noqa: E731
+                                & (e == -(-np.arange(1, n + 1) * L[:, None] // n))).all(1)
+    adaptive = exact(hs, he, h, out_h) & exact(ws, we, w, out_w)
     pad_w, pad_h = max(0, int((x1 + w).max()) - W), max(0, int((y1 + h).max()) - H)
-    if pad_w or pad_h:
-        x = F.pad(x, (0, pad_w, 0, pad_h), value=float('-inf'))
-    pooled = torch.stack([F.adaptive_max_pool2d(x[b, :, r:r + hh, c:c + ww], output_size)
-                          for b, r, c, hh, ww in zip(batch, y1, x1, h, w)])     # (R, C, 7, 7)
+    xp = F.pad(x, (0, pad_w, 0, pad_h), value=float('-inf')) if pad_w or pad_h else x
+    pooled = []
+    for r, (b, top, left) in enumerate(zip(batch, y1, x1)):
+        if adaptive[r]:
+            pooled.append(F.adaptive_max_pool2d(xp[b, :, top:top + h[r], left:left + w[r]],
+                                                output_size))
+            continue
+        bins = []                         # Caffe's loop: edges clipped to the map; empty bin 0
+        for i in range(out_h):
+            for j in range(out_w):
+                r0, r1 = np.clip([top + hs[r, i], top + he[r, i]], 0, H)
+                c0, c1 = np.clip([left + ws[r, j], left + we[r, j]], 0, W)
+                win = x[b, :, r0:r1, c0:c1].reshape(C, -1)
+                bins.append(win.max(dim=1).values if win.shape[1] else x.new_zeros(C))
+        pooled.append(torch.stack(bins, dim=1).reshape(C, out_h, out_w))
+    pooled = torch.stack(pooled)                                                # (R, C, 7, 7)
     if pad_w or pad_h:
         pooled = torch.where(pooled == float('-inf'), torch.zeros_like(pooled), pooled)
     return pooled
