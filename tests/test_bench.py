@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import distinct
+from helpers import distinct, gpu
 from tinyrcnn import bench
 from tinyrcnn.tensor import Tensor
 
@@ -103,6 +103,44 @@ def test_train_row_without_pytorch_times_tinyrcnn_alone(monkeypatch):
     monkeypatch.setattr(train, 'torch_or_none', lambda device='cpu': None)
     (label, ours, ref), = train.bench_train('demo', repeats=1, size=(32, 48), rois=4)
     assert label.endswith('no PyTorch installed: tinyrcnn alone') and ours > 0 and ref is None
+
+
+@gpu
+def test_train_step_on_the_gpu_is_the_same_as_pytorch_in_float64():
+    """tinyrcnn's step on the device (images and targets uploaded, RoIs and labels from the
+    host) against PyTorch's on the CPU: the plumbing of the GPU row's check."""
+    torch = pytest.importorskip('torch')
+    from tinyrcnn.bench import train
+    setting = dict(trunk='vgg-tiny', num_classes=3, freeze_stages=1)
+    model = train.make_model(**setting)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    worst, _ = train.check_in_float64(torch, setting, trainable, (48, 64), 8, 'cuda', 'cpu')
+    assert worst < train.TOLERANCE
+
+
+@gpu
+def test_train_row_on_the_gpu_at_a_tiny_size():
+    from tinyrcnn.bench import train
+    (label, ours, ref), = train.bench_train('demo', repeats=1, size=(32, 48), rois=4, device='cuda')
+    assert label.startswith('Fast R-CNN train step, demo: vgg-tiny, N=2, R=4, 32x48 (cuda); GPU ')
+    assert ours > 0 and (ref is None) == ('no PyTorch with CUDA' in label)
+
+
+def _check_detect_rows(rows, device):
+    assert [label.split(' detect per image')[0] for label, _, _ in rows] == ['Fast R-CNN', 'Faster R-CNN']
+    assert '2000 proposals, 48x64 at 48' in rows[0][0] and 'RPN proposals' in rows[1][0]
+    assert all(f'({device})' in label and t > 0 and ref is None for label, t, ref in rows)
+
+
+def test_detect_rows_at_a_tiny_size():
+    _check_detect_rows(bench.bench_detect('cpu', 'vgg-tiny', (48, 64), 48, repeats=1), 'cpu')
+
+
+@gpu
+def test_detect_rows_on_the_gpu_at_a_tiny_size():
+    rows = bench.bench_detect('cuda', 'vgg-tiny', (48, 64), 48, repeats=1)
+    _check_detect_rows(rows, 'cuda')
+    assert all('MB' in label.split('GPU pool')[1] for label, _, _ in rows)
 
 
 def test_torch_roi_pool_from_torch_ops_equals_tinyrcnn_roi_pool():

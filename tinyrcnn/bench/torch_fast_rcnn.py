@@ -104,7 +104,7 @@ def build(torch, trunk, state, dropout=0.0, roi_size=(7, 7), spatial_scale=1 / 1
     try:
         import torchvision.ops
         pool = lambda x, rois: torchvision.ops.roi_pool(   # noqa: E731
-            x, torch.from_numpy(rois), roi_size, spatial_scale)
+            x, torch.from_numpy(rois).to(x.device, x.dtype), roi_size, spatial_scale)
         pool_name = 'torchvision.ops.roi_pool'
     except Exception:
         pool = lambda x, rois: roi_pool(torch, x, rois, roi_size, spatial_scale)   # noqa: E731

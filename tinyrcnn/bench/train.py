@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from .. import nn, speed
+from .. import backend, nn, speed
 from ..boxes import random_rois
 from ..fast_rcnn.loss import multitask_loss
 from ..fast_rcnn.network import FastRCNN
@@ -70,17 +70,19 @@ def make_batch(size, num_classes, N=IMAGES, R=ROIS, seed=0):
     return images, rois, labels.astype(np.int64), targets, weights
 
 
-def _parts(batch):
+def _parts(batch, device='cpu'):
     """One part per image, weighted by its share of the RoIs (as `train.fast_rcnn` cuts a
-    mini-batch for its threads)."""
+    mini-batch for its threads). Images and targets on `device`; RoIs and labels stay on the
+    host, as the trainer passes them (they are checked there, then uploaded)."""
     images, rois, labels, targets, weights = batch
+    up = lambda a: backend.to_device(np.ascontiguousarray(a), device)   # noqa: E731
     parts = []
     for n in range(len(images)):
         mine = rois[:, 0] == n
         one = rois[mine].copy()
         one[:, 0] = 0
-        parts.append(((images[n:n + 1], one, labels[mine], targets[mine], weights[mine]),
-                      mine.sum() / len(rois)))
+        parts.append(((up(images[n:n + 1]), one, labels[mine], up(targets[mine]),
+                       up(weights[mine])), mine.sum() / len(rois)))
     return parts
 
 
@@ -104,41 +106,51 @@ def tinyrcnn_step(model, optimizer, parts, threads=2):
     return losses
 
 
+def torch_batch(torch, batch, device='cpu'):
+    """The batch as PyTorch takes it: tensors on `device`, the RoIs a NumPy array."""
+    images, rois, labels, targets, weights = batch
+    return (torch.from_numpy(images).to(device), rois,
+            *(torch.from_numpy(a).to(device) for a in (labels, targets, weights)))
+
+
 def torch_step(torch, net, optimizer, batch):
+    """One step on a `torch_batch`; returns the loss tensors."""
     images, rois, labels, targets, weights = batch
     optimizer.zero_grad(set_to_none=True)
-    cls_score, bbox_pred = net(torch.from_numpy(images), rois)
-    losses = torch_fast_rcnn.multitask_loss(torch, cls_score, bbox_pred, torch.from_numpy(labels),
-                                            torch.from_numpy(targets), torch.from_numpy(weights))
+    cls_score, bbox_pred = net(images, rois)
+    losses = torch_fast_rcnn.multitask_loss(torch, cls_score, bbox_pred, labels, targets, weights)
     losses[0].backward()
     optimizer.step()
-    return [v.item() for v in losses]
+    return losses
 
 
-def check_same_step(torch, model, net, batch):
-    """One step of tinyrcnn's `model` and PyTorch's `net` (same weights) on `batch`: the scores,
-    losses, gradients and updated weights must agree. Returns the worst relative difference;
-    raises RuntimeError naming the array where it exceeds TOLERANCE."""
+def check_same_step(torch, model, net, batch, device='cpu'):
+    """One step of tinyrcnn's `model` (on `device`) and PyTorch's `net` (same weights, on its own
+    device) on `batch`: the scores, losses, gradients and updated weights must agree. Returns
+    the worst relative difference; raises RuntimeError naming the array where it exceeds
+    TOLERANCE."""
     def rel(a, b):
-        b = np.asarray(b, np.float64)
-        return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+        a = backend.to_device(a, 'cpu').astype(np.float64)
+        b = (b.detach().cpu().numpy() if hasattr(b, 'detach') else np.asarray(b)).astype(np.float64)
+        return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
     images, rois = batch[:2]
+    ref_batch = torch_batch(torch, batch, next(net.parameters()).device)
     with no_grad(), torch.no_grad():
-        ours = [t.numpy() for t in model(Tensor(images), rois)]
-        ref = [t.numpy() for t in net(torch.from_numpy(images), rois)]
+        ours = [t.data for t in model(Tensor(backend.to_device(images, device)), rois)]
+        ref = net(ref_batch[0], rois)
     errors = {'cls_score': rel(ours[0], ref[0]), 'bbox_pred': rel(ours[1], ref[1])}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     ours_opt, ref_opt = tinyrcnn_optimizer(model), torch_fast_rcnn.sgd(torch, net, trainable, LR)
-    losses = backward_parts(_part_loss, _parts(batch), model, threads=1)
-    ref_losses = torch_step(torch, net, ref_opt, batch)           # steps too
-    errors['losses'] = rel(losses, ref_losses)
+    losses = backward_parts(_part_loss, _parts(batch, device), model, threads=1)
+    ref_losses = [v.item() for v in torch_step(torch, net, ref_opt, ref_batch)]   # steps too
+    errors['losses'] = rel(np.array(losses), ref_losses)
     params, ref_params = dict(model.named_parameters()), dict(net.named_parameters())
     for n in trainable:
-        errors[n + ' gradient'] = rel(params[n].grad, ref_params[n].grad.numpy())
+        errors[n + ' gradient'] = rel(params[n].grad, ref_params[n].grad)
     ours_opt.step()
     for n in trainable:
-        errors[n + ' after the step'] = rel(params[n].numpy(), ref_params[n].detach().numpy())
+        errors[n + ' after the step'] = rel(params[n].data, ref_params[n])
     worst = max(errors, key=errors.get)
     if errors[worst] > TOLERANCE:
         raise RuntimeError(f'tinyrcnn and PyTorch differ in {worst}: relative error '
@@ -146,18 +158,20 @@ def check_same_step(torch, model, net, batch):
     return errors[worst]
 
 
-def check_in_float64(torch, setting, trainable, size, rois):
+def check_in_float64(torch, setting, trainable, size, rois, device='cpu', torch_device=None):
     """`check_same_step` on float64 copies of both networks (the setting's weights from seed 0)
-    and of the batch. Returns the worst relative difference and the torch RoI pool's name."""
+    and of the batch, tinyrcnn's on `device`, PyTorch's on `torch_device` (default the same).
+    Returns the worst relative difference and the torch RoI pool's name."""
     model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
     model.to(dtype=np.float64)
     net, pool_name = torch_fast_rcnn.build(torch, torch_fast_rcnn.layout(model), model.state_dict())
-    net = net.double()
+    model.to(device)
+    net = net.double().to(torch_device or device)
     for n, p in net.named_parameters():
         p.requires_grad_(n in trainable)
     batch = [a.astype(np.float64) if a.dtype == np.float32 else a
              for a in make_batch(size, setting['num_classes'], R=rois)]
-    return check_same_step(torch, model, net, batch), pool_name
+    return check_same_step(torch, model, net, batch, device), pool_name
 
 
 def _time_tinyrcnn(setting, state_path, size, rois, repeats, fast):
@@ -180,16 +194,58 @@ def _time_torch(trunk, state_path, trainable, num_classes, size, rois, repeats):
         net, _ = torch_fast_rcnn.build(torch, trunk, state)
     for n, p in net.named_parameters():
         p.requires_grad_(n in trainable)
-    batch = make_batch(size, num_classes, R=rois)
+    batch = torch_batch(torch, make_batch(size, num_classes, R=rois))
     optimizer = torch_fast_rcnn.sgd(torch, net, trainable, LR)
     return timeit(lambda: torch_step(torch, net, optimizer, batch), repeats=repeats)
 
 
-def bench_train(name='demo', repeats=2, size=None, rois=ROIS):
-    """The training-step row of SETTINGS[name] (`size` and `rois` shrink it for tests).
-    Returns [(label, tinyrcnn seconds, PyTorch seconds or None)]."""
+def _bench_train_cuda(setting, label, size, rois, repeats):
+    """The GPU row, in this process: each side's step time and the most device memory its pool
+    held (CuPy's pool emptied first, then its total after the steps; PyTorch's peak reserved),
+    weights and optimiser state included."""
+    cp = backend._cupy()
+    pool = cp.get_default_memory_pool()
+    model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    state = {n: v.copy() for n, v in model.state_dict().items()}
+    trunk = torch_fast_rcnn.layout(model)
+    batch = make_batch(size, setting['num_classes'], R=rois)
+    torch = torch_or_none('cuda')
+    if torch is not None:
+        worst, pool_name = check_in_float64(torch, setting, trainable, size, rois, 'cuda')
+    pool.free_all_blocks()
+    model.to('cuda')
+    parts, optimizer = _parts(batch, 'cuda'), tinyrcnn_optimizer(model)
+    t_ours = timeit(lambda: tinyrcnn_step(model, optimizer, parts, threads=1), 'cuda', repeats)
+    mem_ours = pool.total_bytes()
+    del model, parts, optimizer
+    pool.free_all_blocks()
+    if torch is None:
+        return [(f'{label}; GPU pool {mem_ours / 2**20:.0f} MB; no PyTorch with CUDA: '
+                 'tinyrcnn alone', t_ours, None)]
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    net, _ = torch_fast_rcnn.build(torch, trunk, state)
+    net = net.cuda()
+    for n, p in net.named_parameters():
+        p.requires_grad_(n in trainable)
+    optimizer = torch_fast_rcnn.sgd(torch, net, trainable, LR)
+    tb = torch_batch(torch, batch, 'cuda')
+    t_ref = timeit(lambda: torch_step(torch, net, optimizer, tb), 'cuda', repeats)
+    mem_ref = torch.cuda.max_memory_reserved()
+    return [(f'{label}; GPU memory {mem_ours / 2**20:.0f} MB vs PyTorch {mem_ref / 2**20:.0f} MB; '
+             f'same step to {worst:.0e} in float64; torch RoI pool: {pool_name}', t_ours, t_ref)]
+
+
+def bench_train(name='demo', repeats=2, size=None, rois=ROIS, device='cpu'):
+    """The training-step row of SETTINGS[name] on `device` (`size` and `rois` shrink it for
+    tests). Returns [(label, tinyrcnn seconds, PyTorch seconds or None)]."""
     setting = SETTINGS[name]
     size = size or setting['size']
+    if device == 'cuda':
+        label = (f"Fast R-CNN train step, {name}: {setting['trunk']}, N={IMAGES}, R={rois}, "
+                 f'{size[0]}x{size[1]} (cuda)')
+        return _bench_train_cuda(setting, label, size, rois, repeats)
     model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     torch = torch_or_none()
