@@ -42,5 +42,5 @@ def bench_detect(device='cpu', trunk='vgg16', image_size=(375, 500), scale=600, 
         memory = f'; GPU pool {pool.total_bytes() / 2**20:.0f} MB' if pool is not None else ''
         rows.append((f'{name} detect per image, {trunk}, {what}, {H}x{W} at {scale} '
                      f'({device}){memory}', seconds, None))
-        del model
+        model = None                          # freed before the next row is built
     return rows

@@ -218,7 +218,7 @@ def _bench_train_cuda(setting, label, size, rois, repeats):
     parts, optimizer = _parts(batch, 'cuda'), tinyrcnn_optimizer(model)
     t_ours = timeit(lambda: tinyrcnn_step(model, optimizer, parts, threads=1), 'cuda', repeats)
     mem_ours = pool.total_bytes()
-    del model, parts, optimizer
+    model = parts = optimizer = None                # freed before the other side runs
     pool.free_all_blocks()
     if torch is None:
         return [(f'{label}; GPU pool {mem_ours / 2**20:.0f} MB; no PyTorch with CUDA: '
