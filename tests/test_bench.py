@@ -76,22 +76,18 @@ def test_train_step_is_the_same_as_pytorch_in_float64():
     model = train.make_model(**setting)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert 'features.0.weight' not in trainable and 'cls_score.weight' in trainable
-    worst, _ = train.check_in_float64(torch, setting, trainable, (64, 80), rois=12)
-    assert worst < train.TOLERANCE
+    worst, _ = train.check_in_float64(torch, model, (64, 80), rois=12)
+    assert worst < train.TOLERANCE and model.cls_score.weight.dtype == np.float64
 
 
 def test_train_check_finds_a_wrong_weight():
     torch = pytest.importorskip('torch')
-    from tinyrcnn.bench import torch_fast_rcnn, train
-    model = train.make_model('vgg-tiny', 3, freeze_stages=1).to(dtype=np.float64)
-    net, _ = torch_fast_rcnn.build(torch, torch_fast_rcnn.layout(model), model.state_dict())
-    net = net.double()
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    from tinyrcnn.bench import train
+    model = train.make_model('vgg-tiny', 3, freeze_stages=1)
+    net, _ = train.float64_pair(torch, model)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     assert 'features.0.weight' not in trainable and 'features.3.weight' in trainable   # stage 1 frozen
-    for n, p in net.named_parameters():
-        p.requires_grad_(n in trainable)
-    batch = [a.astype(np.float64) if a.dtype == np.float32 else a
-             for a in train.make_batch((32, 48), 3, R=6)]
+    batch = train.float64_batch((32, 48), 3, rois=6)
     with torch.no_grad():
         net.bbox_pred.bias[5] += 1e-6
     with pytest.raises(RuntimeError, match='differ in bbox_pred'):
@@ -112,9 +108,7 @@ def test_train_step_on_the_gpu_is_the_same_as_pytorch_in_float64():
     torch = pytest.importorskip('torch')
     from tinyrcnn.bench import train
     setting = dict(trunk='vgg-tiny', num_classes=3, freeze_stages=1)
-    model = train.make_model(**setting)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    worst, _ = train.check_in_float64(torch, setting, trainable, (48, 64), 8, 'cuda', 'cpu')
+    worst, _ = train.check_in_float64(torch, train.make_model(**setting), (48, 64), 8, 'cuda', 'cpu')
     assert worst < train.TOLERANCE
 
 

@@ -158,19 +158,34 @@ def check_same_step(torch, model, net, batch, device='cpu'):
     return errors[worst]
 
 
-def check_in_float64(torch, setting, trainable, size, rois, device='cpu', torch_device=None):
-    """`check_same_step` on float64 copies of both networks (the setting's weights from seed 0)
-    and of the batch, tinyrcnn's on `device`, PyTorch's on `torch_device` (default the same).
-    Returns the worst relative difference and the torch RoI pool's name."""
-    model = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
+def float64_pair(torch, model, torch_device='cpu'):
+    """Casts tinyrcnn's `model` to float64 in place and builds PyTorch's copy of it, in float64
+    on `torch_device`, with the same parameters trainable. Returns (net, the torch RoI pool's
+    name); `model` stays on its device."""
     model.to(dtype=np.float64)
     net, pool_name = torch_fast_rcnn.build(torch, torch_fast_rcnn.layout(model), model.state_dict())
-    model.to(device)
-    net = net.double().to(torch_device or device)
+    net = net.double().to(torch_device)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     for n, p in net.named_parameters():
         p.requires_grad_(n in trainable)
-    batch = [a.astype(np.float64) if a.dtype == np.float32 else a
-             for a in make_batch(size, setting['num_classes'], R=rois)]
+    return net, pool_name
+
+
+def float64_batch(size, num_classes, rois):
+    """`make_batch` with its float arrays in float64."""
+    return [a.astype(np.float64) if a.dtype == np.float32 else a
+            for a in make_batch(size, num_classes, R=rois)]
+
+
+def check_in_float64(torch, model, size, rois, device='cpu', torch_device=None):
+    """`check_same_step` on `model` cast to float64 (in place, and stepped: pass one that is not
+    needed afterwards) and its PyTorch copy, on a float64 batch; tinyrcnn's side on `device`,
+    PyTorch's on `torch_device` (default the same). Returns the worst relative difference and
+    the torch RoI pool's name."""
+    net, pool_name = float64_pair(torch, model, torch_device or device)
+    model.to(device)
+    num_classes = model.cls_score.weight.shape[0] - 1
+    batch = float64_batch(size, num_classes, rois)
     return check_same_step(torch, model, net, batch, device), pool_name
 
 
@@ -211,8 +226,10 @@ def _bench_train_cuda(setting, label, size, rois, repeats):
     trunk = torch_fast_rcnn.layout(model)
     batch = make_batch(size, setting['num_classes'], R=rois)
     torch = torch_or_none('cuda')
-    if torch is not None:
-        worst, pool_name = check_in_float64(torch, setting, trainable, size, rois, 'cuda')
+    if torch is not None:           # on a model of its own: the check casts and steps it
+        fresh = make_model(setting['trunk'], setting['num_classes'], setting['freeze_stages'])
+        worst, pool_name = check_in_float64(torch, fresh, size, rois, 'cuda')
+        fresh = None
     pool.free_all_blocks()
     model.to('cuda')
     parts, optimizer = _parts(batch, 'cuda'), tinyrcnn_optimizer(model)
@@ -256,10 +273,8 @@ def bench_train(name='demo', repeats=2, size=None, rois=ROIS, device='cpu'):
         np.savez(state_path, **model.state_dict())
         if torch is not None:
             trunk = torch_fast_rcnn.layout(model)
-            del model                               # the check and the children build their own
-            worst, pool_name = check_in_float64(torch, setting, trainable, size, rois)
-        else:
-            del model
+            worst, pool_name = check_in_float64(torch, model, size, rois)   # casts and steps it
+        model = None                                # the children build their own
         t_ours, mem_ours = in_child(_time_tinyrcnn, setting, state_path, size, rois, repeats,
                                     speed.is_enabled())
         if torch is None:
