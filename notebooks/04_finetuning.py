@@ -321,10 +321,10 @@ print('RoIs per image:', np.bincount(rois[:, 0].astype(int)).tolist(), ' foregro
 x = tr.Tensor(rng.permutation(2 * 3 * 10 * 12).reshape(2, 3, 10, 12) / 240.0, requires_grad=True)
 rois = np.array([[0, 0, 0, 90, 70], [0, 20, 10, 100, 80], [0, 30, 30, 60, 60], [1, 8, 4, 150, 120]], np.float64)
 y = F.roi_pool(x, rois, (3, 3), spatial_scale=1 / 8)                 # (4, 3, 3, 3)
-gy = rng.standard_normal(y.shape)
+argmax = y._ctx.argmax                # (R, C, 3, 3): i*(r, j), saved by forward; read it now,
+gy = rng.standard_normal(y.shape)     # as backward releases what forward saved
 y.backward(gy)
 
-argmax = y._ctx.argmax                                               # (R, C, 3, 3): i*(r, j), saved by forward
 gx = np.zeros(x.shape)
 n = rois[:, 0].astype(int)
 for r in range(len(rois)):

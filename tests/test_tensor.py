@@ -71,6 +71,22 @@ def test_gradient_accumulates_over_backward_calls_and_shared_use():
     np.testing.assert_allclose(x.grad, 2 * x.data + 2)
 
 
+def test_backward_releases_what_the_graph_saved_unless_asked_to_retain_it():
+    import weakref
+    x = T([1.0, -2.0, 3.0])
+    h = (x * 3.0).exp()                   # Exp saves its output h for backward
+    y = (h * h).sum()
+    kept = weakref.ref(h.data)
+    del h
+    y.backward(retain_graph=True)
+    assert kept() is not None             # the graph still holds it
+    y.backward()                          # a second pass through a retained graph adds up
+    np.testing.assert_allclose(x.grad, 2 * 2 * 3 * np.exp(6 * x.data))   # 2 passes of d/dx e^(6x)
+    assert kept() is None                 # released as the pass went through it
+    with pytest.raises(RuntimeError, match='released graph'):
+        y.backward()
+
+
 def test_diamond_graph_topological_order():
     x = T([0.5, -1.5])
     h = x * 2.0

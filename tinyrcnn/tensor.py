@@ -27,12 +27,9 @@ def no_grad():
 
 
 class Function:
-    """Base class of differentiable operations.
-
-    Subclasses implement `forward(self, *args)` on plain arrays (non-array arguments such as
-    stride or labels are passed through) and `backward(self, gy)` returning a tuple with one
-    gradient (or None) per positional argument of `forward`.
-    """
+    """Base class of differentiable operations: subclasses implement `forward(self, *args)` on
+    plain arrays (non-array arguments such as stride or labels pass through) and
+    `backward(self, gy)` returning one gradient (or None) per positional argument of forward."""
 
     @classmethod
     def apply(cls, *args, **kwargs):
@@ -48,6 +45,8 @@ class Function:
             fn.inputs = args
             result._ctx = fn
         return result
+
+    released = False          # Tensor.backward drops what forward saved, once it is used
 
     def forward(self, *args):
         raise NotImplementedError
@@ -68,11 +67,9 @@ def _as_array(data, dtype=None):
 
 
 class Tensor:
-    """An array with an optional gradient and the Function that produced it.
-
-    Shape conventions are NCHW throughout. `grad` is filled by `backward()` for tensors that
-    require grad and were not produced by an op (leaves: inputs and parameters).
-    """
+    """An array with an optional gradient and the Function that produced it (NCHW throughout).
+    `grad` is filled by `backward()` for tensors that require grad and were not produced by an
+    op (leaves: inputs and parameters)."""
 
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
 
@@ -89,8 +86,7 @@ class Tensor:
     device = property(lambda self: backend.device_of(self.data))
     T = property(lambda self: self.transpose())        # all axes reversed, as NumPy's .T
 
-    def __len__(self):
-        return len(self.data)
+    def __len__(self): return len(self.data)
 
     def __repr__(self):
         grad = ', requires_grad=True' if self.requires_grad else ''
@@ -100,22 +96,21 @@ class Tensor:
         """A NumPy copy of the data, wherever it lives."""
         return np.array(backend.to_device(self.data, 'cpu'), copy=True)
 
-    def item(self):
-        return self.numpy().item()
+    def item(self): return self.numpy().item()
 
     def to(self, device=None, dtype=None):
         """A new leaf tensor on `device` ('cpu' or 'cuda') and/or with `dtype`."""
         data = self.data if device is None else backend.to_device(self.data, device)
-        if dtype is not None:
-            data = data.astype(dtype, copy=False)
+        data = data if dtype is None else data.astype(dtype, copy=False)
         return Tensor(data, requires_grad=self.requires_grad)
 
-    def detach(self):
-        return Tensor(self.data)
+    def detach(self): return Tensor(self.data)
 
     # ----- autograd ---------------------------------------------------------------------------
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad. Unless
+        `retain_graph`, each Function lets go of its inputs and what it saved (activations, im2col
+        columns) once used: memory falls as the pass goes, as in PyTorch."""
         if not self.requires_grad:
             raise RuntimeError('backward() on a tensor that does not require grad')
         xp = backend.get_array_module(self.data)
@@ -140,6 +135,8 @@ class Tensor:
             seen.add(id(node))
             stack.append((node, True))
             if node._ctx is not None:
+                if node._ctx.released:
+                    raise RuntimeError('backward() through a released graph (retain_graph=True keeps it)')
                 for parent in node._ctx.inputs:
                     if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in seen:
                         stack.append((parent, False))
@@ -147,17 +144,20 @@ class Tensor:
         # 2. One loop from the output back: by the time a node is reached, every path to it has
         #    added its share to grads[node]; its Function turns that into its inputs' shares.
         grads = {id(self): grad}
-        for node in reversed(order):
+        while order:
+            node = order.pop()                             # the walk holds no node it is done with
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node._ctx is None:                          # a leaf: keep the gradient
                 node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
-            input_grads = node._ctx.backward(g)
+            input_grads, inputs = node._ctx.backward(g), node._ctx.inputs
+            if not retain_graph:
+                node._ctx.__dict__ = {'released': True}
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for parent, pg in zip(node._ctx.inputs, input_grads):
+            for parent, pg in zip(inputs, input_grads):
                 if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
                 if pg.shape != parent.shape:

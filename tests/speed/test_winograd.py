@@ -137,7 +137,7 @@ def test_winograd_keeps_no_recomputed_tiles_and_mixed_dtypes_take_im2col(calls, 
     x = tr.Tensor(distinct((1, 2, 6, 6), 11), requires_grad=True)
     w = tr.Tensor(distinct((3, 2, 3, 3), 12), requires_grad=True)
     y = F.conv2d(x, w, padding=1)
-    y.sum().backward()
+    y.sum().backward(retain_graph=True)
     assert calls and y._ctx.saved is None          # backward's tiles were not kept on the graph
     y32 = F.conv2d(tr.Tensor(distinct((1, 2, 6, 6), 13, np.float32)), w, padding=1)
     assert len(calls) == 1                         # float32 x with float64 w: im2col, as before
