@@ -190,3 +190,29 @@ def test_backward_parts_on_threads_equals_the_sequential_loop_bit_for_bit():
     for p, (array, values) in zip(model.parameters(), before):
         assert p.data is array
         np.testing.assert_array_equal(p.data, values)
+
+
+def test_two_parts_add_into_the_model_gradient_in_either_order_bit_for_bit():
+    """With two parts each replica's gradient goes into the model's .grad as it arrives: the
+    same floats as the sequential g0 + g1 whichever thread is first (part 0 is held back here
+    so that part 1's arrives first)."""
+    import time
+
+    def late_first(model, part):
+        if part[1] is first_labels:
+            time.sleep(0.2)
+        return _run(model, part)
+
+    grads = {}
+    for on in (False, True):
+        model, parts = _net_and_parts(seed=3)
+        parts = parts[:2]
+        first_labels = parts[0][1]
+        with speed.enabled(on), blas_threads(1):
+            backward_parts(late_first, parts, model, threads=2)
+        grads[on] = [p.grad for p in model.parameters()]
+        assert all(type(p) is nn.Parameter for p in model.parameters())
+    for a, b in zip(grads[True], grads[False]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)

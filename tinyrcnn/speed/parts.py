@@ -6,16 +6,38 @@ threads that each run the forward and backward pass of their own part keep two c
 where one graph leaves OpenBLAS's second thread idle on a CPU-sized network's small matrices.
 
 Each thread builds its graph on its own replica of the model: new Parameter objects that share
-the model's arrays, so each part's gradients land in its replica's .grad. They are then added
-into the model's .grad in part order, which makes the result that of the sequential loop, bit
-for bit, whatever the threads' timing. This is data parallelism in the manner of Krizhevsky's
+the model's arrays. With two parts, a replica's gradient goes straight into the model's .grad
+as soon as it is computed, the second to arrive added in place to the first: g0 + g1 and
+g1 + g0 are the same floats (IEEE addition is commutative, though not associative), so the
+result is the sequential loop's, bit for bit, whatever the threads' timing, and a step holds
+one set of gradients instead of one per thread (VGG16's fc layers: 0.5 GB). With more parts
+each replica keeps its own .grad, added into the model's in part order after the threads end. This is data parallelism in the manner of Krizhevsky's
 "one weird trick" (2014), on threads. What it assumes of the model: its forward pass changes
 no state of its own (a replica's changes would be lost; no tinyrcnn layer does), and no other
 thread turns off graph recording meanwhile (`no_grad` is one flag for the whole process).
 """
 import copy
+import threading
 
+from ..nn import Parameter
 from .threads import blas_threads, thread_pool
+
+
+class _IntoModelGrad(Parameter):
+    """A replica's parameter whose gradient, when the engine stores it, is added into the
+    model parameter's .grad under a lock (it reads as None, so the engine hands over a copy
+    of its own to keep)."""
+
+    def _add(self, g):
+        if g is None:
+            return
+        with self._lock:
+            if self._model_param.grad is None:
+                self._model_param.grad = g
+            else:
+                self._model_param.grad += g          # in place: the copy the engine made
+
+    grad = property(lambda self: None, _add)
 
 
 def replicate(model):
@@ -37,6 +59,12 @@ def backward_parts_on_threads(run, parts, model, threads):
     params = model.parameters()
     for p in params:                                         # no stale gradient survives an error
         p.grad = None
+    shared = len(parts) == 2                                 # see the module's docstring
+    if shared:
+        lock = threading.Lock()
+        for replica in replicas:
+            for p, q in zip(params, replica.parameters()):
+                q.__class__, q._model_param, q._lock = _IntoModelGrad, p, lock
 
     def one(k):
         losses, weight = run(replicas[k], parts[k])
@@ -45,7 +73,7 @@ def backward_parts_on_threads(run, parts, model, threads):
 
     with blas_threads(1):                                    # each worker's products on one core
         values = list(thread_pool(threads).map(one, range(len(parts))))
-    for replica in replicas:                                 # fixed order: part 0, 1, ...
+    for replica in replicas if not shared else ():          # fixed order: part 0, 1, ...
         for p, q in zip(params, replica.parameters()):
             if q.grad is not None:
                 p.grad = q.grad if p.grad is None else p.grad + q.grad
