@@ -85,6 +85,29 @@ def test_conv2d_input_gradient_as_full_convolution_equals_col2im(C, K, padding, 
     np.testing.assert_allclose(x.grad, col2im(gcols, x.shape, 3, 3, 1, padding), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('stride,padding', [(1, 1), (2, 0), (1, 2)])
+def test_conv2d_forward_in_bands_unfolds_no_more_than_a_band(stride, padding, fast, monkeypatch):
+    """Above BAND_BYTES the forward pass unfolds a few output rows at a time (here 3 rows of
+    columns) and backward unfolds again from x: the same values to rounding, and gradcheck."""
+    from tinyrcnn.speed import conv as fast_conv
+    rng = np.random.default_rng(2)
+    x = tr.Tensor(rng.standard_normal((2, 3, 13, 11)), requires_grad=True)
+    w = tr.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    b = tr.Tensor(rng.standard_normal(4), requires_grad=True)
+    with speed.enabled(False):
+        ref = F.conv2d(x, w, b, stride=stride, padding=padding)
+    Wo = ref.shape[3]
+    monkeypatch.setattr(fast_conv, 'BAND_BYTES', 3 * 27 * Wo * 8)
+    unfolded = []
+    full = fast_conv.FastConv2d.im2col
+    monkeypatch.setattr(fast_conv.FastConv2d, 'im2col',
+                        staticmethod(lambda *a: unfolded.append(a[0].shape) or full(*a)))
+    y = F.conv2d(x, w, b, stride=stride, padding=padding)
+    assert unfolded == [] and y._ctx.cols is None and y._ctx.x is x.data   # nothing unfolded whole
+    np.testing.assert_allclose(y.data, ref.data, rtol=0, atol=1e-12)
+    assert tr.gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
+
+
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 def test_max_pool2d_2x2_path_equals_the_reference(dtype):
     rng = np.random.default_rng(0)

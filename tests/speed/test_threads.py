@@ -111,6 +111,29 @@ def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     assert threads.keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')
 
 
+def _resident_mb():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def test_big_arrays_go_back_to_the_os_and_small_ones_are_kept():
+    import platform
+    if platform.libc_ver()[0] != 'glibc':
+        pytest.skip('the malloc settings are glibc\'s')
+    assert threads.keep_freed_memory()
+    for _ in range(2):                       # glibc's default would keep the second 64 MB
+        before = _resident_mb()
+        big = np.ones(16 * 2 ** 20, np.float32)
+        assert _resident_mb() - before > 60
+        del big
+        assert _resident_mb() - before < 8
+    small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # 8 x 4 MB, kept when freed
+    del small
+    before = _resident_mb()
+    small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # reused: no new pages
+    assert _resident_mb() - before < 8
+
+
 def _blas_threads_now(setter):
     n = setter(1)                   # OpenBLAS's setter returns the previous number: read it back
     setter(n)

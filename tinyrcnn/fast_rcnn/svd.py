@@ -33,6 +33,7 @@ def truncated_svd(W, rank):
     product stays accurate, as their share of it is that small).
     """
     from scipy.linalg import eigh        # LAPACK's MRRR (syevr) computes a subset of eigenpairs
+    from scipy.linalg.blas import dsyrk  # the Gram matrix's upper triangle: half a product's work
     A = np.asarray(W, dtype=np.float64)
     if A.ndim != 2 or not 1 <= rank <= min(A.shape):
         raise ValueError(f'rank must be in [1, {min(A.shape)}] for a {A.shape} matrix, got {rank}')
@@ -40,7 +41,10 @@ def truncated_svd(W, rank):
     if tall:
         A = A.T                                                  # (m, n), m < n
     m = A.shape[0]
-    _, Q = eigh(A @ A.T, subset_by_index=[m - rank, m - 1], driver='evr', check_finite=False)
+    # A.T is Fortran-ordered (n, m): syrk forms (A.T)^T A.T = A A^T from it without a copy
+    G = dsyrk(1.0, A.T, trans=1, lower=0)
+    _, Q = eigh(G, lower=False, subset_by_index=[m - rank, m - 1], driver='evr',
+                check_finite=False, overwrite_a=True)
     Q = Q[:, ::-1]                                               # (m, t), largest first
     # an eigenvector's sign is arbitrary (LAPACK's choice): fix it, so that the factors depend on
     # W alone; the largest entry of each column of Q is made positive

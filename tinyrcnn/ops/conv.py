@@ -14,7 +14,7 @@ from ..tensor import Function
 
 # Keep the unfolded input for backward when it is at most this many bytes; above it (large
 # images, batches) backward unfolds again rather than hold gigabytes.
-KEEP_COLS_BYTES = 512 * 2 ** 20
+KEEP_COLS_BYTES = 64 * 2 ** 20
 
 
 def conv_output_size(size, k, stride, padding):

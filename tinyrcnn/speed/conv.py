@@ -7,6 +7,10 @@
 3. dx of a stride-1 layer with K <= C on a large map is computed as the "full" convolution of
    gy (padded by k-1-p) with the flipped, transposed kernel: one im2col copy and one product
    instead of a product and col2im's scattered adds; the same sum in another order.
+4. Where the unfolded input would exceed BAND_BYTES (VGG16's conv1_2 at 600x800: 1.1 GB an
+   image) the forward pass unfolds and multiplies a band of output rows at a time, and
+   backward unfolds again (as above KEEP_COLS_BYTES). Each output is the same dot product;
+   BLAS may block a narrower product differently, a difference of float rounding at most.
 """
 import numpy as np
 
@@ -15,6 +19,7 @@ from . import winograd
 from .threads import split_work
 
 FULL_CONV_MIN_PIXELS = 2500          # 3. pays on large maps only (BENCHMARKS.md, session 2)
+BAND_BYTES = 64 * 2 ** 20            # 4. the most an unfolded band may take
 
 
 def im2col(x, kh, kw, stride, padding):
@@ -46,12 +51,43 @@ def col2im(cols, shape, kh, kw, stride, padding):
     return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
 
 
+def forward_in_bands(x, w, b, stride, padding, rows):
+    """The convolution `rows` output rows at a time: each band unfolded (on two threads) and
+    multiplied on its own, so the unfolded input never exceeds a band (4. above)."""
+    N, C, H, W = x.shape
+    K, _, kh, kw = w.shape
+    view = conv.windows(x, kh, kw, stride, padding)          # (N, C, kh, kw, Ho, Wo), no copy
+    Ho, Wo = view.shape[-2:]
+    w2 = w.reshape(K, -1)
+    y = np.empty((N, K, Ho, Wo), dtype=x.dtype)
+    for n in range(N):
+        for top in range(0, Ho, rows):
+            band = view[n, :, :, :, top:top + rows]           # (C, kh, kw, rows, Wo)
+            cols = np.empty(band.shape, dtype=x.dtype)
+
+            def copy(lo, hi):                               # channels lo:hi
+                cols[lo:hi] = band[lo:hi]
+            split_work(C, cols.size, copy)
+            y[n, :, top:top + rows] = (w2 @ cols.reshape(C * kh * kw, -1)).reshape(K, -1, Wo)
+    if b is not None:
+        y += b.reshape(1, K, 1, 1)
+    return y
+
+
 class FastConv2d(conv.Conv2d):
     im2col = staticmethod(im2col)
     col2im = staticmethod(col2im)
 
     def forward(self, x, w, b=None, stride=1, padding=0):
         self.winograd = w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype)
+        N, C, H, W = x.shape
+        K, _, kh, kw = w.shape
+        Wo = conv.conv_output_size(W, kw, stride, padding)
+        row_bytes = C * kh * kw * Wo * x.itemsize                        # one output row's columns
+        if not self.winograd and N * conv.conv_output_size(H, kh, stride, padding) * row_bytes > BAND_BYTES:
+            self.x_shape, self.w, self.has_b = x.shape, w, b is not None
+            self.stride, self.padding, self.cols, self.x = stride, padding, None, x
+            return forward_in_bands(x, w, b, stride, padding, max(1, BAND_BYTES // row_bytes))
         if not self.winograd:
             return super().forward(x, w, b, stride, padding)
         self.x_shape, self.w, self.has_b = x.shape, w, b is not None

@@ -108,23 +108,27 @@ def matmul_stack(a, b):
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the OS.
+    """Ask glibc's malloc to keep freed arrays below 16 MB for reuse, in one arena.
 
-    A training step allocates and frees the same large arrays (im2col columns, activations)
-    every iteration. By default each array above a few MB is a fresh mmap whose pages the
-    kernel must fault in and zero on first touch; with a high mmap threshold and no trimming
-    they are recycled from the heap (BENCHMARKS.md, session 2). The process keeps its peak
-    memory. `tinyrcnn.speed.enable()` calls this. TINYRCNN_DEFAULT_MALLOC=1 leaves malloc
-    alone. Returns True where it took effect (Linux with glibc), False elsewhere.
+    A training step allocates and frees the same arrays (im2col columns, activations) every
+    iteration. glibc serves an array above its mmap threshold by a fresh mmap whose pages the
+    kernel must fault in and zero on first touch, and that threshold moves with what was
+    freed last; below it, each thread allocates from an arena of its own. Here the threshold
+    is fixed at 16 MB, there is one arena, and up to 256 MB of free heap is kept: the demos'
+    arrays (a few MB) are recycled from the heap (BENCHMARKS.md, session 2), and the big
+    arrays of a 600-pixel VGG16 step go back to the OS when freed, so the process holds about
+    what it uses rather than each thread's peak (session 8). `tinyrcnn.speed.enable()` calls this.
+    TINYRCNN_DEFAULT_MALLOC=1 leaves malloc alone. Returns True where it took effect (Linux
+    with glibc), False elsewhere.
     """
     if os.environ.get('TINYRCNN_DEFAULT_MALLOC'):
         return False
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3   # from <malloc.h>
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) and libc.mallopt(M_TOP_PAD, 1 << 28))
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from <malloc.h>
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 16 << 20) and libc.mallopt(M_ARENA_MAX, 1)
+                    and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
     except (OSError, AttributeError):       # no glibc (macOS, Windows, musl): leave malloc alone
         return False
 
