@@ -37,12 +37,13 @@ def test_roi_pool_rows_show_the_reference_beside_the_speed_path():
 def test_svd_rows_report_the_top_t_error_next_to_the_exact_one():
     from tinyrcnn.bench import svd
     rows = svd.bench_truncated_svd((30, 70), 5, full=True)
-    assert [r[0].split(', error')[0] for r in rows] == ['top-5 SVD of a 30x70 decaying matrix',
-                                                         'top-5 SVD of a 30x70 gaussian matrix']
+    assert [r[0].split(', error')[0] for r in rows] == ['top-5 SVD of a 30x70 decaying float32 matrix',
+                                                         'top-5 SVD of a 30x70 gaussian float32 matrix']
     assert rows[0][2] > 0 and rows[1][2] is None             # the full SVD is timed once
     for label, seconds, _ in rows:
-        ours, exact = (float(v) for v in re.findall(r'error ([\d.]+) \(exact ([\d.]+)\)', label)[0])
-        assert seconds > 0 and 0 < exact < 1 and abs(ours - exact) <= 1e-6
+        ours, exact, diff = (float(v) for v in re.findall(
+            r'error ([\d.]+) \(exact ([\d.]+), difference ([\d.e+-]+)\)', label)[0])
+        assert seconds > 0 and 0 < exact < 1 and abs(ours - exact) <= 1e-6 and diff <= 1e-6
     W = svd.fc_like((30, 70), 'gaussian')
     U, S, Vt = np.linalg.svd(W.astype(np.float64), full_matrices=False)
     assert abs(svd.relative_error(W, U[:, :5], S[:5], Vt[:5]) - svd.exact_error(W, 5)) < 1e-12

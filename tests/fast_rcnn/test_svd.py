@@ -82,6 +82,19 @@ def test_truncated_svd_error_equals_the_exact_truncation(case, rank):
     np.testing.assert_allclose(Vt[live] @ Vt[live].T, np.eye(live.sum()), atol=1e-9)
 
 
+@pytest.mark.parametrize('spectrum', ['decaying', 'gaussian'])
+def test_truncated_svd_of_float32_weights_works_in_float32_to_the_exact_error(spectrum):
+    from tinyrcnn.bench.svd import fc_like
+    W = fc_like((64, 400), spectrum, seed=3)                     # float32, like the fc layers
+    for w in (W, W.T):
+        U, S, Vt = truncated_svd(w, 24)
+        assert U.dtype == S.dtype == Vt.dtype == np.float32
+        assert abs(relative_error(w.astype(np.float64), U, S, Vt) - exact_error(w, 24)) < 1e-5
+        np.testing.assert_allclose(U.T @ U, np.eye(24), atol=1e-5)
+        np.testing.assert_allclose(S, np.linalg.svd(w.astype(np.float64), compute_uv=False)[:24],
+                                   rtol=1e-4)
+
+
 def test_truncated_svd_zero_singular_values_get_zero_vectors_and_a_fixed_sign():
     W = spectrum_matrix((20, 50), np.r_[np.linspace(2, 1, 3), np.zeros(17)])
     U, S, Vt = truncated_svd(W, 6)
