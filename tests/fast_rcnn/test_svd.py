@@ -95,6 +95,15 @@ def test_truncated_svd_of_float32_weights_works_in_float32_to_the_exact_error(sp
                                    rtol=1e-4)
 
 
+def test_truncated_svd_in_float32_keeps_small_but_real_singular_values():
+    """A wide float32 matrix whose spectrum spans 1 to 1e-3: every requested triplet is real
+    (none below the Gram matrix's rounding), so the error is the exact truncation's."""
+    W = spectrum_matrix((60, 20000), np.logspace(0, -3, 60), seed=4).astype(np.float32)
+    U, S, Vt = truncated_svd(W, 56)
+    assert np.all(S > 0)
+    assert abs(relative_error(W.astype(np.float64), U, S, Vt) - exact_error(W, 56)) < 1e-6
+
+
 def test_truncated_svd_zero_singular_values_get_zero_vectors_and_a_fixed_sign():
     W = spectrum_matrix((20, 50), np.r_[np.linspace(2, 1, 3), np.zeros(17)])
     U, S, Vt = truncated_svd(W, 6)

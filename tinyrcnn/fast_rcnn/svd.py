@@ -21,8 +21,8 @@ def truncated_svd(W, rank):
 
     Returns U (u, t), S (t,) in decreasing order and Vt (t, v), such that U * S @ Vt is a best
     rank-t approximation of W. The columns of U and rows of Vt are orthonormal (to the
-    precision's rounding), except that singular values that are numerically zero (NumPy's
-    rank tolerance for that precision) get zero vectors.
+    precision's rounding), except that singular values that are numerically zero (below
+    S[0] * m * eps, m the Gram matrix's size) get zero vectors.
 
     With A = W (or W^T, whichever has fewer rows, m <= n), A A^T = U S^2 U^T: the top t
     eigenvectors Q of this m x m Gram matrix are the left singular vectors. The rest follows
@@ -52,9 +52,9 @@ def truncated_svd(W, rank):
     Q = Q * np.where(biggest < 0, -1, 1).astype(dtype)
     C = Q.T @ A                                                  # (t, n) = S V^T, rows orthogonal
     S = np.linalg.norm(C, axis=1)                                # (t,) never sqrt of an eigenvalue
-    # that rounding made slightly negative; rows below NumPy's rank tolerance are zero (a
+    # that rounding made slightly negative; rows below S[0] * m * eps are zero (a
     # rank-deficient W): no division of rounding noise by rounding noise
-    nonzero = S > S[0] * max(A.shape) * np.finfo(dtype).eps
+    nonzero = S > S[0] * min(A.shape) * np.finfo(dtype).eps
     S = np.where(nonzero, S, 0).astype(dtype)
     Vt = np.divide(C, S[:, None], out=np.zeros_like(C), where=nonzero[:, None])
     if tall:                                                     # W = A^T ~ Vt^T S Q^T

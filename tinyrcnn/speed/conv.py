@@ -60,10 +60,11 @@ def forward_in_bands(x, w, b, stride, padding, rows):
     Ho, Wo = view.shape[-2:]
     w2 = w.reshape(K, -1)
     y = np.empty((N, K, Ho, Wo), dtype=x.dtype)
+    whole = np.empty((C, kh, kw, min(rows, Ho), Wo), dtype=x.dtype)   # one buffer for the bands
     for n in range(N):
         for top in range(0, Ho, rows):
             band = view[n, :, :, :, top:top + rows]           # (C, kh, kw, rows, Wo)
-            cols = np.empty(band.shape, dtype=x.dtype)
+            cols = whole if band.shape == whole.shape else np.empty(band.shape, dtype=x.dtype)
 
             def copy(lo, hi):                               # channels lo:hi
                 cols[lo:hi] = band[lo:hi]

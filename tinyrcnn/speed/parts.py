@@ -72,7 +72,12 @@ def backward_parts_on_threads(run, parts, model, threads):
         return [v.item() * weight for v in losses]
 
     with blas_threads(1):                                    # each worker's products on one core
-        values = list(thread_pool(threads).map(one, range(len(parts))))
+        try:
+            values = list(thread_pool(threads).map(one, range(len(parts))))
+        except BaseException:
+            for p in params:                                 # no half-summed gradient survives
+                p.grad = None
+            raise
     for replica in replicas if not shared else ():          # fixed order: part 0, 1, ...
         for p, q in zip(params, replica.parameters()):
             if q.grad is not None:
