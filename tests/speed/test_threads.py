@@ -136,3 +136,92 @@ def test_big_arrays_go_back_to_the_os_and_small_ones_are_kept(monkeypatch):
     before = _resident_mb()
     small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # reused: no new pages
     assert len(small) == 8 and _resident_mb() - before < 8
+
+
+def _blas_threads_now(setter):
+    n = setter(1)                   # OpenBLAS's setter returns the previous number: read it back
+    setter(n)
+    return n
+
+
+def test_blas_threads_is_scoped_and_threaded_parts_give_the_cores_back():
+    """Regression: the worker threads of the threaded training step used to set OpenBLAS to one
+    thread from a pool initializer, which OpenBLAS applies to the whole process, so every matrix
+    product after a threaded training step ran on one core."""
+    from tinyrcnn.train.parts import backward_parts
+    setter = threads._openblas_threads_setter()
+    if setter is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    before = _blas_threads_now(setter)
+    setter(2)
+    try:
+        with threads.blas_threads(1) as took:
+            assert took and _blas_threads_now(setter) == 1
+        assert _blas_threads_now(setter) == 2
+        seen = []
+
+        model = tr.nn.Linear(3, 1)
+
+        def run(model, part):
+            seen.append(_blas_threads_now(setter))
+            return [(model.weight * part).sum()], 1.0
+        model.weight.data[:] = 1
+        with speed.enabled():
+            w_losses = backward_parts(run, [1.0, 2.0], model, threads=2)
+        assert seen == [1, 1] and w_losses == [3.0 + 6.0]
+        assert _blas_threads_now(setter) == 2              # restored after the threaded step
+    finally:
+        setter(before)
+
+
+def test_the_command_line_lets_openblas_threads_sleep():
+    """`python -m tinyrcnn` sets OPENBLAS_THREAD_TIMEOUT before NumPy loads (unless the user
+    chose a value), which is what lets `split_work` use the second core; `import tinyrcnn`
+    does not. The probe stands in for the command line's entry point."""
+    if threads._openblas_threads_setter() is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    env = {k: v for k, v in os.environ.items() if k != 'OPENBLAS_THREAD_TIMEOUT'}
+    probe = ('import runpy, sys\nsys.argv = ["tinyrcnn", "--help"]\n'
+             'try:\n    runpy.run_module("tinyrcnn", run_name="__main__")\n'
+             'except SystemExit:\n    pass\n'
+             'from tinyrcnn.speed import threads\nprint(threads.blas_idle_sleeps())')
+    out = subprocess.run([sys.executable, '-c', probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == 'True', out.stderr
+    plain = 'import tinyrcnn; from tinyrcnn.speed import threads; print(threads.blas_idle_sleeps())'
+    out = subprocess.run([sys.executable, '-c', plain], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == 'False', out.stderr
+
+
+def test_blas_threads_blocks_that_overlap_on_two_threads_restore_once():
+    """A enters, B enters, A leaves, B leaves: the number is restored when the last one
+    leaves, not to A's "previous" (which would be B's one thread, for good)."""
+    import threading
+    setter = threads._openblas_threads_setter()
+    if setter is None:
+        pytest.skip('NumPy is not linked to OpenBLAS here')
+    before = _blas_threads_now(setter)
+    setter(2)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    inside = []
+
+    def a():
+        with threads.blas_threads(1):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with threads.blas_threads(1):
+            b_in.set()
+            a_out.wait(10)
+            inside.append(_blas_threads_now(setter))      # A has left; B still needs one
+    try:
+        workers = [threading.Thread(target=f) for f in (a, b)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(20)
+        assert inside == [1] and _blas_threads_now(setter) == 2
+    finally:
+        setter(before)
