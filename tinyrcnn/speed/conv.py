@@ -51,6 +51,17 @@ def col2im(cols, shape, kh, kw, stride, padding):
     return gx[:, :, padding:padding + H, padding:padding + W] if padding else gx
 
 
+def band_rows(x, w, stride, padding):
+    """How many output rows a band of the forward pass takes (4. above), or None where the
+    whole unfolded input fits in BAND_BYTES."""
+    N, C, H, W = x.shape
+    _, _, kh, kw = w.shape
+    row_bytes = C * kh * kw * conv.conv_output_size(W, kw, stride, padding) * x.itemsize
+    if N * conv.conv_output_size(H, kh, stride, padding) * row_bytes <= BAND_BYTES:
+        return None
+    return max(1, BAND_BYTES // row_bytes)
+
+
 def forward_in_bands(x, w, b, stride, padding, rows):
     """The convolution `rows` output rows at a time: each band unfolded (on two threads) and
     multiplied on its own, so the unfolded input never exceeds a band (4. above)."""
@@ -81,18 +92,14 @@ class FastConv2d(conv.Conv2d):
 
     def forward(self, x, w, b=None, stride=1, padding=0):
         self.winograd = w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype)
-        N, C, H, W = x.shape
-        K, _, kh, kw = w.shape
-        Wo = conv.conv_output_size(W, kw, stride, padding)
-        row_bytes = C * kh * kw * Wo * x.itemsize                        # one output row's columns
-        if not self.winograd and N * conv.conv_output_size(H, kh, stride, padding) * row_bytes > BAND_BYTES:
-            self.x_shape, self.w, self.has_b = x.shape, w, b is not None
-            self.stride, self.padding, self.cols, self.x = stride, padding, None, x
-            return forward_in_bands(x, w, b, stride, padding, max(1, BAND_BYTES // row_bytes))
-        if not self.winograd:
+        rows = None if self.winograd else band_rows(x, w, stride, padding)
+        if not self.winograd and rows is None:
             return super().forward(x, w, b, stride, padding)
         self.x_shape, self.w, self.has_b = x.shape, w, b is not None
         self.stride, self.padding = stride, padding
+        if rows is not None:                                    # backward unfolds x again
+            self.cols, self.x = None, x
+            return forward_in_bands(x, w, b, stride, padding, rows)
         y, self.saved = winograd.forward(x, w, b, padding)
         if self.saved[1].nbytes > conv.KEEP_COLS_BYTES:         # recomputed from x in backward
             self.saved, self.x = None, x

@@ -11,8 +11,8 @@ as soon as it is computed, the second to arrive added in place to the first: g0 
 g1 + g0 are the same floats (IEEE addition is commutative, though not associative), so the
 result is the sequential loop's, bit for bit, whatever the threads' timing, and a step holds
 one set of gradients instead of one per thread (VGG16's fc layers: 0.5 GB). With more parts
-each replica keeps its own .grad, added into the model's in part order after the threads end. This is data parallelism in the manner of Krizhevsky's
-"one weird trick" (2014), on threads. What it assumes of the model: its forward pass changes
+each replica keeps its own .grad, added into the model's in part order after the threads end.
+This is data parallelism in the manner of Krizhevsky's "one weird trick" (2014), on threads. What it assumes of the model: its forward pass changes
 no state of its own (a replica's changes would be lost; no tinyrcnn layer does), and no other
 thread turns off graph recording meanwhile (`no_grad` is one flag for the whole process).
 """
@@ -78,8 +78,9 @@ def backward_parts_on_threads(run, parts, model, threads):
             for p in params:                                 # no half-summed gradient survives
                 p.grad = None
             raise
-    for replica in replicas if not shared else ():          # fixed order: part 0, 1, ...
-        for p, q in zip(params, replica.parameters()):
-            if q.grad is not None:
-                p.grad = q.grad if p.grad is None else p.grad + q.grad
+    if not shared:
+        for replica in replicas:                             # fixed order: part 0, 1, ...
+            for p, q in zip(params, replica.parameters()):
+                if q.grad is not None:
+                    p.grad = q.grad if p.grad is None else p.grad + q.grad
     return [sum(v[k] for v in values) for k in range(len(values[0]))]
