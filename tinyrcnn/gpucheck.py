@@ -37,7 +37,7 @@ STANDIN = os.path.join(ROOT, 'tests', 'cupy_standin')
 LIMITS = dict(tests=75, kernels=30, memcheck=45, racecheck=45, bench=135, demo=150)
 # The GPU demo step: the Fast R-CNN demo's recipe, shortened to fit the check (its mAP is not
 # the full demo's); on the stand-in, toy sizes that only prove the path runs.
-DEMO = dict(num_train=300, num_test=50, iterations=300, overrides=dict(pretrain_iterations=100))
+DEMO = dict(num_train=300, num_test=50, iterations=300)
 TINY_DEMO = dict(num_train=6, num_test=3, iterations=2,
                  overrides=dict(pretrain_iterations=2, checkpoint_every=2))
 

@@ -9,8 +9,8 @@ the wall time and the sha256 of the weights, the mean and the sample standard de
 the CPU, the date, the commit and the command. A seed draws the synthetic data set, the
 initial weights and the order of the mini-batches, so the spread is that of the whole recipe.
 A seed that finished in WORK is reused, so an interrupted run loses only the seed it was on.
-About 15-20 minutes per seed on 2 CPU cores (the Fast R-CNN demo computes selective search
-for each new data set). --smoke: toy sizes, to check the script.
+About 5 minutes per seed on 2 CPU cores, both demos (the Fast R-CNN demo computes selective
+search for each new data set). --smoke: toy sizes, to check the script.
 """
 import argparse
 import datetime

@@ -107,7 +107,14 @@ def test_crop_pretraining_runs_before_faster_training(shapes, tmp_path):
     assert not np.array_equal(before['classifier.0.weight'], after['classifier.0.weight'])
     resumed = FasterRCNNTrainer(cfg, train_set, str(tmp_path)).load_checkpoint()
     resumed.run(iterations=3, show_progress=False)
-    assert not hasattr(resumed, 'pretrain_history')          # no second pretraining on resume
+    assert resumed.pretrain_history is None                  # no second pretraining on resume
+
+    # a trainer whose pretraining ran on its own (the demo times it apart) does not repeat it
+    fresh = FasterRCNNTrainer(cfg, train_set, None)
+    fresh.pretrain(show_progress=False)
+    first = fresh.pretrain_history
+    fresh.run(iterations=1, show_progress=False)
+    assert fresh.pretrain_history is first and fresh.iteration == 1
 
 
 def test_two_images_per_iteration_on_threads_are_reproducible(shapes, tmp_path):

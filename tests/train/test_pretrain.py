@@ -77,3 +77,23 @@ def test_pretraining_threads_stay_reproducible_with_dropout_and_tiny_batches():
     with speed.enabled():
         assert run(6, 2) == run(6, 2) == run(6, 1)
     assert len(run(1, 2)) == 3                      # fewer crops than threads: no empty part
+
+
+def test_the_shipped_pretrained_trunk_classifies_unseen_shapes():
+    # the demos' stand-in for ImageNet weights (tinyrcnn/demo.py, PRETRAINED): crops of images
+    # rendered from a seed it was not trained on are classified far above chance (1 in 7)
+    from tinyrcnn.data.transforms import preprocess
+    from tinyrcnn.demo import PRETRAINED
+    from tinyrcnn.tensor import Tensor
+    crops, labels = object_crops(RenderedShapes(24, seed=11), 48, seed=11)
+    model = FastRCNN('vgg-tiny', 6, freeze_stages=0, weights=PRETRAINED)
+    fc8 = vgg_tiny(weights=PRETRAINED).classifier[6]                   # the crop classifier's scores
+    model.cls_score.weight.data, model.cls_score.bias.data = fc8.weight.data, fc8.bias.data
+    model.eval()
+    x = np.stack([preprocess(c, 'tiny') for c in crops])
+    rois = np.zeros((len(crops), 5), np.float32)
+    rois[:, 0], rois[:, 3:] = np.arange(len(crops)), 47
+    scores, _ = model.head(model.features(Tensor(x)), rois)
+    accuracy = np.mean(scores.numpy().argmax(axis=1) == labels)
+    assert len(crops) > 150 and set(labels) == set(range(7))
+    assert accuracy > 0.85, accuracy

@@ -144,9 +144,10 @@ class Trainer:
     # ----- the run -----------------------------------------------------------------------------
     def run(self, iterations=None, show_progress=True):
         """Train up to `iterations` (default cfg.iterations), checkpointing as it goes; crop
-        pretraining first when cfg.pretrain_iterations > 0 and the run starts afresh."""
+        pretraining first when cfg.pretrain_iterations > 0 and the run starts afresh (unless
+        `pretrain` already ran)."""
         total = self.cfg.iterations if iterations is None else iterations
-        if self.iteration == 0 and self.cfg.pretrain_iterations > 0:
+        if self.iteration == 0 and self.cfg.pretrain_iterations > 0 and not self.pretrain_history:
             self.pretrain(show_progress)
         start = self.iteration
 
@@ -165,6 +166,8 @@ class Trainer:
         if self.out_dir and self.iteration > start:
             self.save_checkpoint()
         return self.history
+
+    pretrain_history = None       # (iteration, loss, accuracy) of the crop pretraining, once run
 
     def pretrain(self, show_progress=True):
         """Classify crops of the training objects first (`train.pretrain`): the stand-in for
