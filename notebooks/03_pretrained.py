@@ -27,6 +27,7 @@
 # %%
 import dataclasses
 import inspect
+import os
 import pathlib
 
 import matplotlib.pyplot as plt
@@ -193,10 +194,12 @@ del vgg, fast, cls_score, bbox_pred                      # free the 0.5 GB
 
 # %% [markdown]
 # On a CPU the demo uses **vgg-tiny**: the same five stages and stride with far fewer channels
-# (16 to 128) and 256-unit fc layers. There are no ImageNet weights for it, so the demo first
-# pretrains the same network on crops of the training objects (`tinyrcnn/train/pretrain.py`:
-# each crop is one image whose RoI is the whole crop, log loss only, with the run's
-# optimiser), then fine-tunes it for detection. That fine-tuning departs from Sec. 2.3's
+# (16 to 128) and 256-unit fc layers. There are no ImageNet weights for it; its stand-in ships
+# with the package, `tinyrcnn/assets/vgg_tiny_shapes.npz`: vgg-tiny with fc6 and fc7 trained to
+# classify crops of objects and background from 2000 rendered shapes images that are none of
+# the demo's (`python -m tinyrcnn pretrain`, `tinyrcnn/train/pretrain.py`: each crop is one
+# image whose RoI is the whole crop, log loss only). The demo loads it as the paper loads
+# ImageNet VGG16 and fine-tunes it for detection. That fine-tuning departs from Sec. 2.3's
 # settings; the list below is computed from the demo's settings (`tinyrcnn/demo.py`) against
 # the paper's defaults (`tinyrcnn/train/config.py`):
 
@@ -208,7 +211,8 @@ paper, demo = dataclasses.asdict(TrainConfig()), demo_settings('cpu')
 bookkeeping = {'checkpoint_every', 'threads', 'source'}       # not training settings
 for key in paper:
     if paper[key] != demo[key] and key not in bookkeeping:
-        print(f'{key:20s} paper {paper[key]!s:12s} demo {demo[key]}')
+        shown = os.path.basename(demo[key]) if key == 'weights' else demo[key]   # not the full path
+        print(f'{key:20s} paper {paper[key]!s:12s} demo {shown}')
 assert demo['optimizer'] == 'adam' and demo['freeze_stages'] == 0 and demo['weight_decay'] == 0
 
 tiny = tr.models.FastRCNN('vgg-tiny', num_classes=6, freeze_stages=0)
@@ -219,7 +223,7 @@ print(f'vgg-tiny Fast R-CNN: {tiny.num_parameters():,d} parameters')
 # 0.001), no weight decay (the paper's is 0.0005), no dropout in fc6 and fc7 (`dropout None`
 # keeps VGG's 0.5), every conv stage trained (the paper freezes conv1 and conv2), images at
 # shorter side 288 instead of 600, and a short schedule. These suit a short run of a small
-# network that saw no ImageNet; `pretrain_iterations` is the crop pretraining.
+# network whose ImageNet is a few thousand crops of shapes (`weights`).
 
 # %% [markdown]
 # ## Preprocessing must match the weights
@@ -260,7 +264,7 @@ plt.show()
 #   fc8 by `cls_score` ($K+1$) and `bbox_pred` ($4(K+1)$ as in the released code; $4K$ in the
 #   paper), takes images and RoIs, and by default freezes conv1-conv2 (a practical choice for
 #   VGG16, Sec. 4.5; freezing all conv layers costs 5.5 mAP, Table 5).
-# * The CPU demo's vgg-tiny is crop-pretrained, then fine-tuned with Adam, no dropout, no weight
+# * The CPU demo's vgg-tiny starts from shipped crop-pretrained weights, then is fine-tuned with Adam, no dropout, no weight
 #   decay, all stages trainable, at shorter side 288.
 # * The input must be preprocessed as the weights expect (`PREPROCESS[source]`).
 

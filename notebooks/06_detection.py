@@ -19,6 +19,7 @@
 
 # %%
 import inspect
+import os
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -118,18 +119,21 @@ paper, demo = vars(TrainConfig()), demo_settings('cpu')
 assert [info[k] for k in ('trunk', 'max_size', 'freeze_stages')] == [demo[k] for k in ('trunk', 'max_size', 'freeze_stages')]
 assert tuple(info['scales']) == demo['scales']
 shown = {None: "the trunk's (0.5)", 0: '0 (none)'}
-for key in ('trunk', 'pretrain_iterations', 'optimizer', 'lr', 'step_size', 'iterations', 'weight_decay',
+for key in ('trunk', 'weights', 'optimizer', 'lr', 'step_size', 'iterations', 'weight_decay',
             'dropout', 'freeze_stages', 'scales', 'max_size', 'ims_per_batch', 'rois_per_batch'):
     a, b = paper[key], demo[key]
     a, b = (shown.get(v, v) if key in ('dropout', 'weight_decay') else v for v in (a, b))
+    b = os.path.basename(b) if key == 'weights' else b               # not the full path
     print(f'{key:20s} paper {str(a):18s} demo {str(b):18s}{"" if a == b else "  <- differs"}')
 
 # %% [markdown]
-# The departures: a small trunk (vgg-tiny) with no ImageNet weights, first taught to classify
-# crops of the training objects (`tinyrcnn/train/pretrain.py`, the stand-in for Sec. 2.2's
-# ImageNet VGG16), then fine-tuned with **Adam** instead of SGD with momentum 0.9, **no
-# dropout**, **no weight decay** (the paper: 0.0005), **all stages trainable** (the paper
-# freezes conv1 and conv2 of VGG16), for 1500 iterations instead of 40k, on images with
+# The departures: a small trunk (vgg-tiny) with no ImageNet weights, starting from weights
+# taught to classify crops of rendered shapes (`tinyrcnn/assets/vgg_tiny_shapes.npz`, made by
+# `tinyrcnn/train/pretrain.py`: the stand-in for Sec. 2.2's ImageNet VGG16), then fine-tuned
+# with **Adam** instead of SGD with momentum 0.9, **no dropout**, **no weight decay** (the
+# paper: 0.0005), **all stages trainable** (the paper freezes conv1 and conv2 of VGG16), on
+# proposals of selective search's cheaper 'single' strategy (tested on 'fast' ones), for 1000
+# iterations instead of 40k, on images with
 # shorter side **288** (longer at most 480) instead of 600 (1000). What it shares with
 # Sec. 2.3: $N = 2$ images and $R = 128$ RoIs per mini-batch, 25% foreground, the multi-task
 # loss with $\lambda = 1$ and normalised targets. Its numbers describe this model on synthetic

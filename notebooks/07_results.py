@@ -24,7 +24,7 @@
 # measured on this machine.
 #
 # Here the detector is the CPU demo's: vgg-tiny on the synthetic shapes set, trained by
-# `make demo` (about 9 minutes on a 2-core CPU) and kept in `tinyrcnn/assets/` with its weights rounded
+# `make demo` (3-5 minutes on a 2-core CPU) and kept in `tinyrcnn/assets/` with its weights rounded
 # to float16 (4 MB instead of 8). It was made by
 #
 #     python -m tinyrcnn demo --out out/demo
@@ -40,6 +40,7 @@
 import dataclasses
 import inspect
 import json
+import os
 import pathlib
 import tempfile
 import time
@@ -79,20 +80,21 @@ chapter_start = time.perf_counter()
 
 # %%
 paper, demo = dataclasses.asdict(TrainConfig()), demo_settings('cpu')
-bookkeeping = {'checkpoint_every', 'threads', 'device', 'seed', 'keep_checkpoints', 'skip_nonfinite'}
+bookkeeping = {'checkpoint_every', 'threads', 'device', 'seed', 'keep_checkpoints', 'skip_nonfinite',
+               'weights'}                                   # printed below
 print(f'{"setting":<20} {"Sec. 2.3 (TrainConfig)":<24} CPU demo')
 for key in paper:
     if key not in bookkeeping and paper[key] != demo[key]:
         before = "0.5 (VGG16's)" if key == 'dropout' and paper[key] is None else paper[key]
         print(f'{key:<20} {str(before):<24} {demo[key]}')
-print('pretrain_iterations > 0: the trunk first learns to classify crops of the training objects '
-      '(train/pretrain.py), the stand-in for ImageNet pretraining')
+print(f"weights: {os.path.basename(demo['weights'])}, vgg-tiny trained to classify crops of rendered "
+      'shapes (train/pretrain.py), the stand-in for ImageNet pretraining')
 
 # %% [markdown]
 # ## The detector, the test images and their proposals
 #
-# Selective search ('fast' mode, at most 2000 boxes, as the demo trained with) runs over the
-# test images once, one process per core, into a cache in the scratch folder
+# Selective search ('fast' mode, at most 2000 boxes, as the demo tests with; it trained on the
+# cheaper 'single' strategy) runs over the test images once, one process per core, into a cache in the scratch folder
 # (`compute_dataset_proposals`).
 
 # %%
@@ -372,7 +374,7 @@ plt.show()
 # weights, another order of mini-batches, and another mAP. `python -m tinyrcnn demo --seeds 3`
 # runs a demo once per seed (0, 1, 2) and prints the mean and the sample standard deviation;
 # `notebooks/runs/demo_seeds.py` ran it for both demos and stored what it printed, read here
-# (running it again takes about an hour and a half on 2 CPU cores). A single demo number, such
+# (running it again takes about 15 minutes on 2 CPU cores). A single demo number, such
 # as the README's, is one draw from this spread.
 
 # %%

@@ -83,7 +83,8 @@ print(f'{"setting":<22} {"paper (FasterTrainConfig)":<26} CPU Faster demo')
 for key in paper:
     if key not in bookkeeping and paper[key] != demo[key]:
         before = "0.5 (VGG16's)" if key == 'dropout' and paper[key] is None else paper[key]
-        print(f'{key:<22} {str(before):<26} {demo[key]}')
+        after = pathlib.Path(demo[key]).name if key == 'weights' else demo[key]   # not the full path
+        print(f'{key:<22} {str(before):<26} {after}')
 
 # %% [markdown]
 # ## The two detectors and the test images
@@ -334,7 +335,7 @@ def timed_detect(model, image, proposals=None):
         cls_score, bbox_pred = model.head(feats, proposal_rois(boxes, feats))  # (P, K+1), (P, 4(K+1))
     logits = cls_score.data.astype(np.float64)
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    scores = z / z.sum(axis=1, keepdims=True)                                # softmax
+    scores = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)           # softmax, as im_detect
     dets = postprocess(scores, clip_boxes(decode(proposals, bbox_pred.data), *image.shape[:2]))
     t4 = time.perf_counter()
     return dets, dict(prep=t1 - t0, conv=t2 - t1, proposals=t3 - t2, region=t4 - t3, n=len(proposals))
