@@ -32,7 +32,7 @@ def test_enable_registers_every_hook_and_the_ops_pick_them():
         with speed.enabled():
             assert speed.is_enabled()
             assert set(backend.fast_cpu_paths()) == {'conv2d', 'max_pool2d', 'relu', 'linear',
-                                                     'roi_pool', 'backward_parts'}
+                                                     'roi_pool', 'backward_parts', 'felzenszwalb'}
             x = tr.Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
             assert type(F.relu(x)._ctx).__name__ == 'FastReLU'
             assert type(F.max_pool2d(x, 2)._ctx).__name__ == 'FastMaxPool2d'

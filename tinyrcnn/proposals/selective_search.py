@@ -16,6 +16,7 @@ import heapq
 
 import numpy as np
 
+from .. import backend
 from ..data.image import check_image
 
 # scipy.ndimage and skimage are imported inside the functions that use them, to keep
@@ -219,10 +220,14 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
     for space in spaces:
         img = colour_space(image, space)                         # (H, W, C)
         colour_bins, texture_bins = _colour_bins(img), _texture_bins(img)
-        for k in scales:
-            # Felzenszwalb's min_size = k, as in the paper's code; one segmentation serves
-            # every similarity set
-            labels = felzenszwalb(img, scale=k, sigma=SIGMA, min_size=k, channel_axis=-1)
+        # Felzenszwalb's min_size = k, as in the paper's code; one segmentation per k serves every
+        # similarity set (the CPU speed path makes the same segments for all k from one sort)
+        fast = backend.fast_cpu('felzenszwalb', img)
+        segments = fast(img, scales, SIGMA) if fast else None
+        if segments is None:
+            segments = [felzenszwalb(img, scale=k, sigma=SIGMA, min_size=k, channel_axis=-1)
+                        for k in scales]
+        for labels in segments:
             regions = initial_regions(labels, colour_bins, texture_bins)
             for measures in measure_sets:
                 b = group(*regions, measures, H * W)              # (R, 4), whole image last

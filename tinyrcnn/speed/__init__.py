@@ -16,6 +16,8 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
     linear           products in OpenBLAS's faster orientation      float rounding
     roi_pool         forward vectorised over an RoI's bins          the same
     backward_parts   a step's images (parts) on parallel threads    the same
+    felzenszwalb     selective search's segmentations, one sort     the same
+                     for every k, the merge loop in C++ (g++)
 
 `enable()` also keeps freed memory in glibc's malloc (`threads.keep_freed_memory`). The two-
 thread loops need OpenBLAS's idle threads to sleep, which OPENBLAS_THREAD_TIMEOUT decides when
@@ -26,13 +28,15 @@ import contextlib
 
 from .. import backend
 from .conv import FastConv2d
+from .felzenszwalb import segment_scales
 from .layers import FastLinear, FastMaxPool2d, FastReLU
 from .parts import backward_parts_on_threads
 from .roi_pool import FastRoIPool
 from .threads import keep_freed_memory
 
 PATHS = {'conv2d': FastConv2d, 'max_pool2d': FastMaxPool2d, 'relu': FastReLU,
-         'linear': FastLinear, 'roi_pool': FastRoIPool, 'backward_parts': backward_parts_on_threads}
+         'linear': FastLinear, 'roi_pool': FastRoIPool, 'backward_parts': backward_parts_on_threads,
+         'felzenszwalb': segment_scales}
 
 
 def enable():
