@@ -10,7 +10,7 @@ TINY = dict(num_train=6, num_test=3, iterations=2, device='cpu',
             overrides=dict(pretrain_iterations=2, checkpoint_every=2, threads=1))
 
 
-def test_run_seeds_summarises_and_reuses_finished_seeds(tmp_path):
+def test_run_seeds_summarises_and_reuses_finished_seeds(tmp_path, monkeypatch):
     lines = []
     summary = demo.run_seeds(str(tmp_path), seeds=(0, 1), model='faster', log=lines.append, **TINY)
     assert [r['seed'] for r in summary['rows']] == [0, 1]
@@ -36,3 +36,11 @@ def test_run_seeds_summarises_and_reuses_finished_seeds(tmp_path):
                    **dict(TINY, iterations=3))
     assert not any('reusing' in line for line in lines)
     assert json.loads((tmp_path / 'seed_0' / 'result.json').read_text())['arguments']['iterations'] == 3
+
+    # the same arguments but another recipe (a demo setting changed in the code): trained again
+    lines.clear()
+    monkeypatch.setitem(demo.DEMOS['faster'][1], 'lr', 0.002)
+    demo.run_seeds(str(tmp_path), seeds=(1,), model='faster', log=lines.append, **TINY)
+    assert not any('reusing' in line for line in lines)
+    assert json.loads((tmp_path / 'seed_1' / 'result.json').read_text())['arguments']['recipe'][
+        'settings']['lr'] == 0.002

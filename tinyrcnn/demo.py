@@ -3,12 +3,13 @@
 1. write a synthetic VOC-format data set of shapes (`data.make_shapes_voc`);
 2. Fast R-CNN: compute selective-search proposals for it, cached next to it; Faster R-CNN has
    none to compute (its RPN proposes), which affords it more training images;
-3. train vgg-tiny after crop pretraining (on the GPU where CuPy sees one, the same recipe);
+3. fine-tune the shipped crop-pretrained vgg-tiny (`assets/vgg_tiny_shapes.npz`) for detection
+   (on the GPU where CuPy sees one, the same recipe);
 4. evaluate on the test split with the VOC07 11-point metric, and draw pictures. Faster R-CNN
    then times its detection against selective search + Fast R-CNN with the same network
    (Sec. 4: proposals become nearly free).
 
-The last line printed is `mAP@0.5 (VOC07 11-point): 0.xxx`.
+It prints the time of each phase; the last line is `mAP@0.5 (VOC07 11-point): 0.xxx`.
 """
 import dataclasses
 import hashlib
@@ -37,7 +38,8 @@ from .viz import draw_detections, plot_pr_curves
 # computed as two parts, on two threads (`train.parts`, `tinyrcnn.speed`).
 # Fast R-CNN: the images enlarged 1.5x (shorter side 288) so that objects of 30-120 pixels span
 # more than a few cells of the stride-16 feature map.
-PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'vgg_tiny_shapes.npz')
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets',
+                          'vgg_tiny_shapes.npz')
 CPU_DEMO = dict(trunk='vgg-tiny', weights=PRETRAINED, freeze_stages=0, scales=(288,), max_size=480,
                 optimizer='adam', lr=0.001, weight_decay=0.0, dropout=0.0, iterations=1000,
                 step_size=750, checkpoint_every=250, source='tiny', threads=2)
@@ -61,13 +63,13 @@ CPU_FASTER_DEMO = dict(trunk='vgg-tiny', weights=PRETRAINED, freeze_stages=0, sc
 GPU_FASTER_DEMO = dict(CPU_FASTER_DEMO, device='cuda')
 
 # Fast R-CNN's training images get selective search's 'single' strategy (one hierarchy, about
-# 60 boxes per demo image, a quarter of the time of 'fast'), its test images the 'fast' mode
+# 60 boxes per demo image, under half the time of 'fast'), its test images the 'fast' mode
 # (8 hierarchies, about 400 boxes): 'fast' on all 1100 images would take a third of the demo's
 # five minutes. In one comparison (seed 0, 1000 iterations) the cheaper training boxes cost
 # 0.02 mAP: 0.818 against 0.838.
 DEMOS = {  # model -> (settings class, CPU settings, GPU settings, data set and proposals)
-    'fast': (TrainConfig, CPU_DEMO, GPU_DEMO, dict(num_train=1000, num_test=100,
-                                                   train_proposals='single', test_proposals='fast')),
+    'fast': (TrainConfig, CPU_DEMO, GPU_DEMO,
+             dict(num_train=1000, num_test=100, train_proposals='single', test_proposals='fast')),
     'faster': (FasterTrainConfig, CPU_FASTER_DEMO, GPU_FASTER_DEMO, dict(num_train=1200, num_test=100)),
 }
 DATA = DEMOS['fast'][3]            # the Fast R-CNN demo's data set (chapters 6 and 7 redraw it)
@@ -151,8 +153,9 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
     else:
         log('[2/4] no proposals to compute: the RPN makes its own')
 
-    start_from = (f'{cfg.pretrain_iterations} iterations on object crops' if cfg.pretrain_iterations
-                  else f'the weights {os.path.basename(cfg.weights)}' if cfg.weights else 'scratch')
+    start_from = f'the weights {os.path.basename(cfg.weights)}' if cfg.weights else 'scratch'
+    if cfg.pretrain_iterations:
+        start_from += f' and {cfg.pretrain_iterations} iterations on object crops'
     log(f'[3/4] training {name} ({cfg.trunk} from {start_from}, then {cfg.iterations} iterations '
         f'of {cfg.ims_per_batch} image(s) on {device})')
     trainer = make_trainer(cfg, train_set, os.path.join(out, 'train'), proposals=train_props)
@@ -193,9 +196,16 @@ def _sha256(path):
 
 
 def _arguments(args):
-    """run_demo's arguments with its defaults filled in, as JSON has them (lists, not tuples)."""
+    """run_demo's arguments with its defaults filled in, and the recipe they stand for (the
+    demo's settings on that device, its data set and proposals: a seed trained before the
+    recipe changed is not taken for one of it), as JSON has them (lists, not tuples)."""
     defaults = dict(device=None, iterations=None, num_train=None, num_test=None, overrides=None)
-    return json.loads(json.dumps(dict(defaults, **args)))
+    args = dict(defaults, **args)
+    device = args['device'] or ('cuda' if backend.cuda_available() else 'cpu')
+    settings = demo_settings(device, args['model'])
+    settings['weights'] = settings['weights'] and os.path.basename(settings['weights'])
+    recipe = dict(settings=settings, data=DEMOS[args['model']][3])
+    return json.loads(json.dumps(dict(args, recipe=recipe)))
 
 
 def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_args):
@@ -203,9 +213,9 @@ def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_a
 
     A seed draws the synthetic data set, the initial weights and the order of the mini-batches,
     so the spread is that of the whole recipe, not of one of them. Each finished seed leaves
-    OUT/seed_S/result.json; a rerun with the same arguments reuses it instead of training again
-    (an interrupted `--seeds` run loses only the seed it was on). Writes OUT/seeds.json and
-    returns its content: the rows (seed, mAP, seconds, sha256 of the weights), the mean and the
+    OUT/seed_S/result.json; a rerun with the same arguments and recipe reuses it instead of
+    training again (an interrupted `--seeds` run loses only the seed it was on). Writes
+    OUT/seeds.json and returns its content: the rows (seed, mAP, seconds, sha256 of the weights), the mean and the
     sample standard deviation (ddof=1) of the mAP."""
     rows = []
     for seed in seeds:
@@ -216,7 +226,7 @@ def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_a
         if os.path.exists(path):
             with open(path) as f:
                 row = json.load(f)
-            if _arguments(row.get('arguments', {})) != key:
+            if row.get('arguments') != key:
                 row = None                       # made with other arguments: run it again
             else:
                 log(f'seed {seed}: reusing {path}')

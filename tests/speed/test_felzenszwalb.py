@@ -62,9 +62,26 @@ def test_sorted_edges_are_the_8_connected_graph_in_increasing_weight():
 @pytest.mark.parametrize('mode', ['single', 'fast'])
 def test_selective_search_boxes_are_the_same_with_the_speed_path(mode):
     image = photo(3, 120, 160)
+    assert segment_scales(colour_space(image, 'hsv'), (50,), SIGMA) is not None   # the path runs
     with speed.enabled(False):
         want = selective_search(image, mode)
     with speed.enabled():
         got = selective_search(image, mode)
     np.testing.assert_array_equal(got, want)
     assert len(got) > 5
+
+
+@needs_compiler
+def test_a_loop_that_does_not_compile_warns_once_and_leaves_the_reference(tmp_path, monkeypatch):
+    from tinyrcnn.speed import felzenszwalb as fz
+    broken = tmp_path / 'felzenszwalb.cpp'
+    broken.write_text('this is not C++\n')
+    monkeypatch.setattr(fz, '_SOURCE', str(broken))
+    monkeypatch.setattr(fz, '_LIBRARY', [])
+    image = photo(4, 40, 50)
+    with pytest.warns(RuntimeWarning, match='felzenszwalb speed path is off'):
+        assert segment_scales(colour_space(image, 'hsv'), (50,), SIGMA) is None
+    with speed.enabled():
+        got = selective_search(image, 'single')          # no second warning: the answer is kept
+    with speed.enabled(False):
+        np.testing.assert_array_equal(got, selective_search(image, 'single'))

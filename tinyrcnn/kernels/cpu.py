@@ -19,6 +19,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+
 import numpy as np
 
 from ..backend import KERNEL_DIR
@@ -51,7 +53,7 @@ def _compile(cmd, out):
         return out
     if compiler() is None:
         raise RuntimeError('no C++ compiler found (set CXX or install g++)')
-    tmp = out + f'.{os.getpid()}.tmp'
+    tmp = out + f'.{os.getpid()}.{threading.get_ident()}.tmp'      # per process and thread
     res = subprocess.run(cmd + ['-o', tmp], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f'building {os.path.basename(out)} failed:\n{res.stderr}')
@@ -86,8 +88,13 @@ def build_cpp(path):
     if key in _CACHE:
         return _CACHE[key]
     lib_path = os.path.join(_out_dir(), f'{os.path.splitext(os.path.basename(path))[0]}-{key}.so')
-    _compile([compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', path], lib_path)
-    lib = ctypes.CDLL(lib_path)
+    command = [compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', path]
+    _compile(command, lib_path)
+    try:
+        lib = ctypes.CDLL(lib_path)
+    except OSError:                      # a cached file that does not load (cut short, another
+        os.remove(lib_path)              # machine's): build it once more
+        lib = ctypes.CDLL(_compile(command, lib_path))
     _CACHE[key] = lib
     return lib
 

@@ -12,27 +12,39 @@ without one `segment_scales` returns None and selective search runs the referenc
 """
 import ctypes
 import os
+import threading
+import warnings
 
 import numpy as np
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'felzenszwalb.cpp')
 _LIBRARY = []                     # [the loaded library, or None where it cannot be built]
+_LOCK = threading.Lock()          # one build, even when two threads start selective search
 
 
 def _library():
-    if not _LIBRARY:
-        from ..kernels.cpu import build_cpp, compiler
-        try:
-            lib = build_cpp(_SOURCE) if compiler() else None
-        except (OSError, RuntimeError):
-            lib = None
-        if lib is not None:
-            lib.felzenszwalb_segment.restype = None
-            lib.felzenszwalb_segment.argtypes = [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p,
-                                                 ctypes.c_void_p, ctypes.c_double, ctypes.c_longlong,
-                                                 ctypes.c_void_p]
-        _LIBRARY.append(lib)
+    with _LOCK:
+        if not _LIBRARY:
+            _LIBRARY.append(_load())
     return _LIBRARY[0]
+
+
+def _load():
+    """The compiled loop, or None (with one warning saying why) where it cannot be built."""
+    from ..kernels.cpu import build_cpp, compiler
+    if compiler() is None:
+        return None                   # no g++: the reference, as documented
+    try:
+        lib = build_cpp(_SOURCE)
+    except (OSError, RuntimeError) as e:
+        warnings.warn(f'the felzenszwalb speed path is off, selective search runs scikit-image\'s '
+                      f'reference: {str(e).splitlines()[0]}', RuntimeWarning, stacklevel=3)
+        return None
+    lib.felzenszwalb_segment.restype = None
+    lib.felzenszwalb_segment.argtypes = [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p,
+                                         ctypes.c_void_p, ctypes.c_double, ctypes.c_longlong,
+                                         ctypes.c_void_p]
+    return lib
 
 
 def sorted_edges(image, sigma):
@@ -41,7 +53,8 @@ def sorted_edges(image, sigma):
     the order of np.argsort(costs)."""
     from skimage.filters import gaussian
     from skimage.util import img_as_float64
-    image = gaussian(img_as_float64(image), sigma=[sigma, sigma, 0], mode='reflect', channel_axis=-1)
+    image = gaussian(img_as_float64(image), sigma=[sigma, sigma, 0], mode='reflect',
+                     channel_axis=-1)
     H, W = image.shape[:2]
 
     def distance(a, b):

@@ -72,7 +72,7 @@ class TrainConfig:
     loss_lambda: float = 1.0             # L = L_cls + lambda [u >= 1] L_loc
     smooth_l1_sigma: float = 1.0
     normalize_targets: bool = True       # regression targets to zero mean, unit variance
-    pretrain_iterations: int = 0         # > 0: first classify object crops (no-ImageNet demo)
+    pretrain_iterations: int = 0         # > 0: first classify object crops (no ImageNet weights)
     pretrain_batch: int = 64
     pretrain_crop: int = 64
     pretrain_lr: float = 0.001

@@ -147,7 +147,7 @@ class Trainer:
         pretraining first when cfg.pretrain_iterations > 0 and the run starts afresh (unless
         `pretrain` already ran)."""
         total = self.cfg.iterations if iterations is None else iterations
-        if self.iteration == 0 and self.cfg.pretrain_iterations > 0 and not self.pretrain_history:
+        if self.iteration == 0 and self.cfg.pretrain_iterations > 0 and self.pretrain_history is None:
             self.pretrain(show_progress)
         start = self.iteration
 
