@@ -24,7 +24,7 @@
 # measured on this machine.
 #
 # Here the detector is the CPU demo's: vgg-tiny on the synthetic shapes set, trained by
-# `make demo` (3-5 minutes on a 2-core CPU) and kept in `tinyrcnn/assets/` with its weights rounded
+# `make demo` (about 3 minutes on a 2-core CPU) and kept in `tinyrcnn/assets/` with its weights rounded
 # to float16 (4 MB instead of 8). It was made by
 #
 #     python -m tinyrcnn demo --out out/demo
