@@ -214,12 +214,14 @@ def _small_photo():
     return [('two rectangles', image, np.array([[15, 10, 44, 29], [50, 35, 74, 54]], np.float32))]
 
 
-def test_selective_search_row_on_a_small_image(monkeypatch):
+def test_selective_search_rows_on_a_small_image(monkeypatch):
     from tinyrcnn.bench import proposals
-    (label, ours, ref), = proposals.bench_selective_search(repeats=1, photos=_small_photo())
-    assert ours > 0 and 'tinyrcnn recall 1.00/1.00' in label
-    if proposals._cv2() is not None:
-        assert ref > 0 and re.search(r'OpenCV recall [\d.]+/[\d.]+ with \d+ boxes', label)
+    rows = proposals.bench_selective_search(repeats=1, photos=_small_photo())
+    assert [label.split(', ')[1] for label, _, _ in rows] == ['k = 50', "k = 150"]
+    for label, ours, ref in rows:
+        assert ours > 0 and 'tinyrcnn recall 1.00/1.00' in label
+        if proposals._cv2() is not None:
+            assert ref > 0 and re.search(r'OpenCV recall [\d.]+/[\d.]+ with \d+ boxes', label)
     monkeypatch.setattr(proposals, '_cv2', lambda: None)
-    (label, ours, ref), = proposals.bench_selective_search(repeats=1, photos=_small_photo())
-    assert ref is None and 'no OpenCV' in label and 'tinyrcnn recall 1.00/1.00' in label
+    for label, ours, ref in proposals.bench_selective_search(repeats=1, photos=_small_photo()):
+        assert ref is None and 'no OpenCV' in label and 'tinyrcnn recall 1.00/1.00' in label

@@ -108,6 +108,17 @@ def test_ranking_is_seeded_and_truncation_keeps_the_best():
     assert np.array_equal(selective_search(image, 'single', max_proposals=20), a[:20])
 
 
+def test_scales_replace_the_modes_k_values(monkeypatch):
+    # scales=(150, 300) is 'fast' with OpenCV's k: the same as a mode defined with them
+    image = _resized(data.coffee(), 150, 225)
+    spaces, _, measures = ss.MODES['fast']
+    monkeypatch.setitem(ss.MODES, 'fast_k150', (spaces, (150, 300), measures))
+    larger = selective_search(image, 'fast', scales=(150, 300))
+    assert np.array_equal(larger, selective_search(image, 'fast_k150'))
+    assert np.array_equal(selective_search(image, 'fast', scales=(50, 100)), selective_search(image, 'fast'))
+    assert len(larger) < len(selective_search(image, 'fast'))       # larger k: fewer, larger segments
+
+
 def test_flat_rectangles_are_found():
     image = np.full((120, 160, 3), 128, np.uint8)
     rects = [[10, 20, 49, 69], [80, 30, 139, 99], [100, 50, 119, 69]]   # red, blue, yellow inside blue
@@ -166,3 +177,6 @@ def test_bad_input_raises():
         selective_search(image[..., 0])
     with pytest.raises(ValueError, match='max_proposals'):
         selective_search(image, max_proposals=0)
+    for scales in ((), (0, 100), ('50',)):
+        with pytest.raises(ValueError, match='scales must be positive'):
+            selective_search(image, scales=scales)

@@ -196,13 +196,15 @@ def group(size, boxes, colour, texture, pairs, measures, image_size):
     return B[:t]
 
 
-def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2):
+def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2, scales=None):
     """Selective search object proposals (Uijlings et al., IJCV 2013).
 
     image: (H, W, 3) uint8 RGB. mode: 'single' (HSV, k=100, C+T+S+F: one hierarchy), 'fast'
     (HSV and Lab x k in {50, 100} x {C+T+S+F, T+S+F}: 8 hierarchies) or 'quality' (5 colour
     spaces x 4 k x 4 similarity sets: 80 hierarchies). Boxes narrower or lower than `min_size`
-    pixels are dropped. `seed` fixes the random part of the ranking (Sec. 3.3).
+    pixels are dropped. `seed` fixes the random part of the ranking (Sec. 3.3). `scales`
+    replaces the mode's Felzenszwalb k values (Table 5's 50 and 100 for 'fast'; OpenCV's fast
+    mode uses 150 and 300, and `bench --only selective_search` compares with both).
 
     Returns (P, 4) float32 boxes [x1, y1, x2, y2], 0-based inclusive pixel corners, best-ranked
     first, no two alike, P <= max_proposals.
@@ -211,10 +213,15 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if not isinstance(max_proposals, (int, np.integer)) or max_proposals < 1:
         raise ValueError(f'max_proposals must be a positive integer, got {max_proposals!r}')
+    spaces, k_values, measure_sets = MODES[mode]
+    if scales is not None:
+        k_values = tuple(scales)
+        if not k_values or not all(isinstance(k, (int, float, np.integer, np.floating)) and k > 0
+                                   for k in k_values):
+            raise ValueError(f'scales must be positive Felzenszwalb k values, got {scales!r}')
     from skimage.segmentation import felzenszwalb
     image = check_image(image, 'the image of selective_search', min_side=2)
     H, W = image.shape[:2]
-    spaces, scales, measure_sets = MODES[mode]
     rng = np.random.default_rng(seed)
     boxes, values = [], []
     for space in spaces:
@@ -223,10 +230,10 @@ def selective_search(image, mode='fast', max_proposals=2000, seed=0, min_size=2)
         # Felzenszwalb's min_size = k, as in the paper's code; one segmentation per k serves every
         # similarity set (the CPU speed path makes the same segments for all k from one sort)
         fast = backend.fast_cpu('felzenszwalb', img)
-        segments = fast(img, scales, SIGMA) if fast else None
+        segments = fast(img, k_values, SIGMA) if fast else None
         if segments is None:
-            segments = [felzenszwalb(img, scale=k, sigma=SIGMA, min_size=k, channel_axis=-1)
-                        for k in scales]
+            segments = [felzenszwalb(img, scale=k, sigma=SIGMA, min_size=int(k), channel_axis=-1)
+                        for k in k_values]
         for labels in segments:
             regions = initial_regions(labels, colour_bins, texture_bins)
             for measures in measure_sets:

@@ -74,7 +74,7 @@ def sorted_edges(image, sigma):
 
 
 def segment_scales(image, scales, sigma):
-    """[felzenszwalb(image, scale=k, sigma=sigma, min_size=k, channel_axis=-1) for k in scales]
+    """[felzenszwalb(image, scale=k, sigma=sigma, min_size=int(k), channel_axis=-1) for k in scales]
     (H, W) int64 label images, from one sort; None where the loop cannot be compiled."""
     lib = _library()
     if lib is None:
