@@ -111,31 +111,42 @@ def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     assert threads.keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')
 
 
-def _resident_mb():
+_MALLOC_CHECK = """
+import ctypes, os
+import numpy as np
+from tinyrcnn.speed import threads
+
+def resident_mb():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
 
+assert threads.keep_freed_memory()
+for _ in range(2):      # 24 MB: glibc's own threshold would rise to it after the first free
+    before = resident_mb()
+    big = np.ones(6 * 2 ** 20, np.float32)
+    assert resident_mb() - before > 20, 'the big array was not touched'
+    del big
+    assert resident_mb() - before < 4, f'24 MB freed, {resident_mb() - before:.1f} MB still resident'
+small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # 8 x 4 MB, kept when freed
+del small
+before = resident_mb()
+small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # reused: no new pages
+assert len(small) == 8 and resident_mb() - before < 8, 'the small arrays took new pages'
+print('ok')
+"""
 
-def test_big_arrays_go_back_to_the_os_and_small_ones_are_kept(monkeypatch):
-    import ctypes
+
+def test_big_arrays_go_back_to_the_os_and_small_ones_are_kept():
+    # in a fresh process: a heap that earlier tests used may hold a free chunk of 24 MB or more
+    # from before the settings, which serves the big array from the heap (and keeps it there)
     import platform
     if platform.libc_ver()[0] != 'glibc':
         pytest.skip('the malloc settings are glibc\'s')
-    monkeypatch.delenv('TINYRCNN_DEFAULT_MALLOC', raising=False)
-    threads.keep_freed_memory.cache_clear()
-    assert threads.keep_freed_memory()
-    ctypes.CDLL('libc.so.6').malloc_trim(0)  # whatever earlier tests left free goes back first
-    for _ in range(2):      # 24 MB: glibc's own threshold would rise to it after the first free
-        before = _resident_mb()
-        big = np.ones(6 * 2 ** 20, np.float32)
-        assert _resident_mb() - before > 20
-        del big
-        assert _resident_mb() - before < 4
-    small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # 8 x 4 MB, kept when freed
-    del small
-    before = _resident_mb()
-    small = [np.ones(2 ** 20, np.float32) for _ in range(8)]   # reused: no new pages
-    assert len(small) == 8 and _resident_mb() - before < 8
+    env = {k: v for k, v in os.environ.items() if k != 'TINYRCNN_DEFAULT_MALLOC'}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, '-c', _MALLOC_CHECK], capture_output=True, text=True,
+                       env=env, cwd=root, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-2000:]
 
 
 def _blas_threads_now(setter):
