@@ -211,8 +211,10 @@ paper, demo = dataclasses.asdict(TrainConfig()), demo_settings('cpu')
 bookkeeping = {'checkpoint_every', 'threads', 'source'}       # not training settings
 for key in paper:
     if paper[key] != demo[key] and key not in bookkeeping:
-        shown = os.path.basename(demo[key]) if key == 'weights' else demo[key]   # not the full path
-        print(f'{key:20s} paper {paper[key]!s:12s} demo {shown}')
+        before, after = paper[key], demo[key]
+        if key == 'weights':       # the paper's is ImageNet VGG16 (--weights); the file's name, not its path
+            before, after = 'ImageNet', os.path.basename(after)
+        print(f'{key:20s} paper {before!s:12s} demo {after}')
 assert demo['optimizer'] == 'adam' and demo['freeze_stages'] == 0 and demo['weight_decay'] == 0
 
 tiny = tr.models.FastRCNN('vgg-tiny', num_classes=6, freeze_stages=0)

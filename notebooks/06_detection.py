@@ -123,7 +123,8 @@ for key in ('trunk', 'weights', 'optimizer', 'lr', 'step_size', 'iterations', 'w
             'dropout', 'freeze_stages', 'scales', 'max_size', 'ims_per_batch', 'rois_per_batch'):
     a, b = paper[key], demo[key]
     a, b = (shown.get(v, v) if key in ('dropout', 'weight_decay') else v for v in (a, b))
-    b = os.path.basename(b) if key == 'weights' else b               # not the full path
+    if key == 'weights':                         # the paper's: ImageNet VGG16, given with --weights
+        a, b = 'ImageNet VGG16', os.path.basename(b)          # the file's name, not its path
     print(f'{key:20s} paper {str(a):18s} demo {str(b):18s}{"" if a == b else "  <- differs"}')
 
 # %% [markdown]
