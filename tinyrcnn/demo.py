@@ -137,8 +137,9 @@ def run_demo(out='out/demo', model='fast', seed=0, device=None, iterations=None,
     phases = {}                                     # phase -> seconds, the time breakdown
 
     def phase_done(name, since):
-        phases[name] = time.time() - since
-        return time.time()
+        now = time.time()
+        phases[name] = now - since
+        return now
 
     log(f'[1/4] synthetic data in {out}/data')
     root, train_set, test_set = demo_data(out, num_train or data['num_train'],
@@ -215,8 +216,8 @@ def run_seeds(out='out/demo', seeds=(0, 1, 2), model='fast', log=print, **demo_a
     so the spread is that of the whole recipe, not of one of them. Each finished seed leaves
     OUT/seed_S/result.json; a rerun with the same arguments and recipe reuses it instead of
     training again (an interrupted `--seeds` run loses only the seed it was on). Writes
-    OUT/seeds.json and returns its content: the rows (seed, mAP, seconds, sha256 of the weights), the mean and the
-    sample standard deviation (ddof=1) of the mAP."""
+    OUT/seeds.json and returns its content: the rows (seed, mAP, seconds, sha256 of the
+    weights), the mean and the sample standard deviation (ddof=1) of the mAP."""
     rows = []
     for seed in seeds:
         folder = os.path.join(out, f'seed_{seed}')

@@ -6,6 +6,7 @@ Recall at IoU t is the fraction of the boxes in tinyrcnn/assets/skimage_boxes.js
 on six photographs bundled with scikit-image) that some proposal overlaps by at least t. Both
 methods keep their first `max_proposals` boxes (their own ranking), the number R-CNN used.
 """
+import functools
 import json
 import os
 import time
@@ -95,9 +96,8 @@ def bench_selective_search(repeats=3, max_proposals=2000, photos=None):
     photos = labelled_photos() if photos is None else photos
     selective_search(photos[0][1][:64, :64], 'fast')          # warm-up: imports, first calls
     rows = {'k = 50, 100 (Table 5)': None, "k = 150, 300 (OpenCV's)": (150, 300)}
-    methods = {name: (lambda scales: lambda im: selective_search(im, 'fast', max_proposals,
-                                                                 scales=scales))(scales)
-               for name, scales in rows.items()}
+    methods = {name: functools.partial(selective_search, mode='fast', max_proposals=max_proposals,
+                                       scales=scales) for name, scales in rows.items()}
     cv2 = _cv2()
     if cv2 is not None:
         methods['OpenCV'] = lambda im: opencv_selective_search(im, max_proposals)

@@ -68,27 +68,27 @@ def build(filename, dtype=np.float64):
     with open(path, 'rb') as f:
         source = f.read()
     key = hashlib.sha1(source + _headers() + ctype.encode()).hexdigest()[:16]
-    if key in _CACHE:
-        return _CACHE[key]
-    lib_path = os.path.join(_out_dir(), f'{os.path.splitext(filename)[0]}-{ctype}-{key}.so')
-    _compile([compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', '-x', 'c++',
-              '-include', os.path.join(KERNEL_DIR, 'compat.h'), f'-Dscalar_t={ctype}',
-              f'-I{KERNEL_DIR}', path], lib_path)
-    lib = ctypes.CDLL(lib_path)
-    _CACHE[key] = lib
-    return lib
+    return _load(f'{os.path.splitext(filename)[0]}-{ctype}-{key}', key,
+                 [compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', '-x', 'c++',
+                  '-include', os.path.join(KERNEL_DIR, 'compat.h'), f'-Dscalar_t={ctype}',
+                  f'-I{KERNEL_DIR}', path])
 
 
 def build_cpp(path):
     """Compile the plain C++ file `path` (no kernel headers) into a shared library, cached by its
     content; return the loaded ctypes library. The CPU speed paths written in C++ use it."""
     with open(path, 'rb') as f:
-        source = f.read()
-    key = hashlib.sha1(source).hexdigest()[:16]
+        key = hashlib.sha1(f.read()).hexdigest()[:16]
+    return _load(f'{os.path.splitext(os.path.basename(path))[0]}-{key}', key,
+                 [compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', path])
+
+
+def _load(name, key, command):
+    """The library `name`.so that `command` builds, loaded once per process (by `key`) and kept
+    in the temporary folder between processes."""
     if key in _CACHE:
         return _CACHE[key]
-    lib_path = os.path.join(_out_dir(), f'{os.path.splitext(os.path.basename(path))[0]}-{key}.so')
-    command = [compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', path]
+    lib_path = os.path.join(_out_dir(), name + '.so')
     _compile(command, lib_path)
     try:
         lib = ctypes.CDLL(lib_path)

@@ -48,7 +48,8 @@ extern "C" void felzenszwalb_segment(long long n_pixels, long long n_edges, cons
     if (a == b) continue;
     float ta = static_cast<float>(internal[a] + scale / static_cast<double>(size[a]));
     float tb = static_cast<float>(internal[b] + scale / static_cast<double>(size[b]));
-    if (costs[e] < static_cast<double>(ta < tb ? ta : tb)) internal[join(parent, size, a, b)] = costs[e];
+    if (costs[e] < static_cast<double>(ta < tb ? ta : tb))
+      internal[join(parent, size, a, b)] = costs[e];
   }
   for (int64_t e = 0; e < n_edges; ++e) {
     int64_t a = find_root(parent, edges[2 * e]), b = find_root(parent, edges[2 * e + 1]);

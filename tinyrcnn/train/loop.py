@@ -147,7 +147,8 @@ class Trainer:
         pretraining first when cfg.pretrain_iterations > 0 and the run starts afresh (unless
         `pretrain` already ran)."""
         total = self.cfg.iterations if iterations is None else iterations
-        if self.iteration == 0 and self.cfg.pretrain_iterations > 0 and self.pretrain_history is None:
+        fresh = self.iteration == 0 and self.pretrain_history is None
+        if fresh and self.cfg.pretrain_iterations > 0:
             self.pretrain(show_progress)
         start = self.iteration
 
