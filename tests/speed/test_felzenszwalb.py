@@ -73,11 +73,11 @@ def test_selective_search_boxes_are_the_same_with_the_speed_path(mode):
 
 @needs_compiler
 def test_a_loop_that_does_not_compile_warns_once_and_leaves_the_reference(tmp_path, monkeypatch):
-    from tinyrcnn.speed import felzenszwalb as fz
+    from tinyrcnn.speed import native
     broken = tmp_path / 'felzenszwalb.cpp'
     broken.write_text('this is not C++\n')
-    monkeypatch.setattr(fz, '_SOURCE', str(broken))
-    monkeypatch.setattr(fz, '_LIBRARY', [])
+    monkeypatch.setattr(native, '_HERE', str(tmp_path))
+    monkeypatch.setattr(native, '_LIBRARIES', {})
     image = photo(4, 40, 50)
     with pytest.warns(RuntimeWarning, match='felzenszwalb speed path is off'):
         assert segment_scales(colour_space(image, 'hsv'), (50,), SIGMA) is None

@@ -7,7 +7,8 @@ import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn import speed
 from tinyrcnn.ops import conv
-from tinyrcnn.speed import winograd
+from tinyrcnn.kernels.cpu import compiler
+from tinyrcnn.speed import threads, winograd
 from helpers import distinct, naive_conv
 
 
@@ -100,7 +101,7 @@ def test_float32_winograd_is_as_close_to_float64_as_im2col(monkeypatch):
         assert err_fast < 1e-5 and err_fast < 10 * err_slow + 1e-7
 
 
-def test_use_winograd_takes_the_big_vgg16_layers_only():
+def test_use_winograd_takes_every_vgg16_layer_but_the_first_and_the_14x14_ones():
     from tinyrcnn.vgg import VGG16_CFG
     chosen, C, size = [], 3, 224
     for v in VGG16_CFG:
@@ -109,27 +110,85 @@ def test_use_winograd_takes_the_big_vgg16_layers_only():
             continue
         chosen.append(winograd.use_winograd((1, C, size, size), (v, C, 3, 3), 1, np.float32))
         C = v
-    #        conv1_1 1_2    2_1    2_2   3_1   3_2   3_3   4_1   4_2   4_3   5_1    5_2    5_3
-    assert chosen == [False, False, False, True, True, True, True, True, True, True, False, False,
+    #        conv1_1 1_2   2_1   2_2   3_1   3_2   3_3   4_1   4_2   4_3   5_1    5_2    5_3
+    assert chosen == [False, True, True, True, True, True, True, True, True, True, False, False,
                       False]
     assert not winograd.use_winograd((1, 256, 56, 56), (256, 256, 3, 3), 2, np.float32)
     assert not winograd.use_winograd((1, 256, 56, 56), (256, 256, 5, 5), 1, np.float32)
     assert not winograd.use_winograd((1, 256, 56, 56), (256, 256, 3, 3), 1, np.int64)
-    assert winograd.use_winograd((4, 512, 14, 14), (512, 512, 3, 3), 1, np.float32)  # batch
+    # per image: a batch of 14x14 maps stays on im2col, as each of its images would
+    assert not winograd.use_winograd((4, 512, 14, 14), (512, 512, 3, 3), 1, np.float32)
+    # too big to hold whole: VGG16's conv1_2 on two 600x800 images (conv2_2's 491 MB fit)
+    assert not winograd.use_winograd((2, 64, 600, 800), (64, 64, 3, 3), 1, np.float32)
+    assert winograd.use_winograd((2, 128, 300, 400), (128, 128, 3, 3), 1, np.float32)
 
 
-@pytest.mark.parametrize('shape', [(1, 3, 288, 480), (1, 3, 192, 320), (32, 3, 64, 64)])
-def test_the_cpu_demos_network_stays_on_im2col(shape):
-    """vgg-tiny at the demos' image sizes and in crop pretraining (32 crops of 64 per thread):
-    no layer is big enough for Winograd, so the demos' measured runs are unchanged by it."""
+@pytest.mark.parametrize('shape', [(2, 3, 288, 384), (1, 3, 288, 480), (32, 3, 64, 64)])
+def test_the_cpu_demos_network_takes_winograd_after_its_first_layer(shape):
+    """vgg-tiny in a demo training step (2 images), at detection (1) and in crop pretraining
+    (32 crops of 64 per thread): im2col for the RGB layer, Winograd for every other layer with
+    784 pixels or more per image."""
     from tinyrcnn.vgg import VGG_TINY_CFG
     N, C, H, W = shape
+    chosen, want = [], []
     for v in VGG_TINY_CFG:
         if v == 'M':
             H, W = H // 2, W // 2
             continue
-        assert not winograd.use_winograd((N, C, H, W), (v, C, 3, 3), 1, np.float32)
+        chosen.append(winograd.use_winograd((N, C, H, W), (v, C, 3, 3), 1, np.float32))
+        want.append(C > 3 and H * W >= 28 * 28)
         C = v
+    assert chosen == want and chosen[1]
+
+
+needs_compiler = pytest.mark.skipif(compiler() is None, reason='needs a C++ compiler (g++)')
+
+
+@needs_compiler
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('N,C,K,H,W,padding', [
+    (2, 3, 4, 7, 6, 1),            # odd output height: a cropped row of tiles
+    (1, 2, 3, 9, 8, 0),            # no padding, odd output width
+    (3, 2, 5, 4, 5, 2),            # tiles over the padding only
+    (1, 4, 4, 1, 1, 1),            # one pixel
+    (1, 16, 24, 30, 34, 1),        # more rows of tiles than one cache line of columns
+])
+def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N, C, K, H, W, padding):
+    """winograd.cpp against the NumPy transforms it replaces: the same additions in the same
+    order, so equal arrays, forward (with and without bias) and both adjoints."""
+    rng = np.random.default_rng(C * H + W)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(N, C, H, W), (K, C, 3, 3), (K,)])
+    geo = winograd.Geometry(x.shape, padding)
+    gy = rng.standard_normal((N, K, geo.Ho, geo.Wo)).astype(dtype)
+    U = winograd.filter_transform(w)
+    results = []
+    for compiled in (False, True):
+        monkeypatch.setattr(winograd, 'NATIVE', compiled)
+        assert (winograd._native('input', x) is not None) == compiled
+        V = winograd.input_transform(x, geo)
+        M = threads.matmul_stack(U, V)
+        gM = winograd.output_transform_adjoint(gy, geo)
+        gV = threads.matmul_stack(U.transpose(0, 2, 1), gM)
+        results.append([V, winograd.output_transform(M.copy(), geo, b), winograd.output_transform(M, geo),
+                        gM, winograd.input_transform_adjoint(gV, geo)])
+    for numpy_, compiled in zip(*results):
+        assert numpy_.shape == compiled.shape and numpy_.dtype == compiled.dtype
+        np.testing.assert_array_equal(compiled, numpy_)
+
+
+@needs_compiler
+def test_transforms_that_do_not_compile_warn_once_and_numpy_takes_over(tmp_path, monkeypatch):
+    from tinyrcnn.speed import native
+    (tmp_path / 'winograd.cpp').write_text('this is not C++\n')
+    monkeypatch.setattr(native, '_HERE', str(tmp_path))
+    monkeypatch.setattr(native, '_LIBRARIES', {})
+    x = distinct((1, 16, 6, 5), 21, np.float32)
+    with pytest.warns(RuntimeWarning, match='winograd speed path is off'):
+        assert winograd._native('input', x) is None
+    geo = winograd.Geometry(x.shape, 1)
+    got = winograd.input_transform(x, geo)                 # no second warning: None is kept
+    monkeypatch.setattr(winograd, 'NATIVE', False)
+    np.testing.assert_array_equal(got, winograd.input_transform(x, geo))
 
 
 def test_winograd_keeps_no_recomputed_tiles_and_mixed_dtypes_take_im2col(calls, monkeypatch):
@@ -154,3 +213,21 @@ def test_conv3x3_is_winograd_at_any_size_and_passes_gradcheck():
     assert tr.gradcheck(lambda x, w, b: winograd.conv3x3(x, w, b, padding=1), [x, w, b])
     with pytest.raises(ValueError, match='3, 3'):
         winograd.conv3x3(x, tr.Tensor(np.zeros((4, 3, 5, 5))))
+
+
+@pytest.mark.parametrize('N,C,K,H', [(2, 16, 32, 40), (3, 24, 16, 29)])
+def test_an_image_in_a_batch_gets_the_bits_it_gets_alone(N, C, K, H):
+    """One product per image (`per_image`), as the reference's one GEMM per image: BLAS rounds
+    a column by its place in a wider product, and a batch would differ from its images by an
+    ulp, which flips ties of a max pool downstream (the per-image training threads)."""
+    rng = np.random.default_rng(H)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    b, gy = rng.standard_normal(K).astype(np.float32), rng.standard_normal((N, K, H, H)).astype(np.float32)
+    assert winograd.use_winograd(x.shape, w.shape, 1, np.float32)
+    with speed.enabled(), threads.blas_threads(1):
+        batch = _forward_backward(x, w, b, gy)
+        alone = [_forward_backward(x[n:n + 1], w, b, gy[n:n + 1]) for n in range(N)]
+    for n in range(N):
+        np.testing.assert_array_equal(batch[0][n], alone[n][0][0])         # y
+        np.testing.assert_array_equal(batch[1][n], alone[n][1][0])         # dx

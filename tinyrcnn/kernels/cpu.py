@@ -74,13 +74,14 @@ def build(filename, dtype=np.float64):
                   f'-I{KERNEL_DIR}', path])
 
 
-def build_cpp(path):
+def build_cpp(path, optimise='-O2'):
     """Compile the plain C++ file `path` (no kernel headers) into a shared library, cached by its
-    content; return the loaded ctypes library. The CPU speed paths written in C++ use it."""
+    content and `optimise` flag; return the loaded ctypes library. The CPU speed paths written
+    in C++ use it (for the machine's baseline instruction set: a cached library runs anywhere)."""
     with open(path, 'rb') as f:
-        key = hashlib.sha1(f.read()).hexdigest()[:16]
+        key = hashlib.sha1(f.read() + optimise.encode()).hexdigest()[:16]
     return _load(f'{os.path.splitext(os.path.basename(path))[0]}-{key}', key,
-                 [compiler(), '-O2', '-std=c++14', '-shared', '-fPIC', path])
+                 [compiler(), optimise, '-std=c++14', '-shared', '-fPIC', path])
 
 
 def _load(name, key, command):

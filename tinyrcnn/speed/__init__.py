@@ -9,8 +9,8 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
 
     hook             what                                           numbers
     conv2d           im2col/col2im on two threads; Winograd F(2x2,  the same, except Winograd
-                     3x3) for big 3x3 layers; dx as a full conv     and the full conv: float
-                                                                    rounding (another order)
+                     3x3) for 3x3 layers of 16+ channels, its tile  and the full conv: float
+                     transforms in C++ (g++); dx as a full conv     rounding (another order)
     max_pool2d       2x2/stride-2 windows by element-wise maxima    the same
     relu             one pass in two halves on two threads          the same
     linear           products in OpenBLAS's faster orientation      float rounding
@@ -18,6 +18,9 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
     backward_parts   a step's images (parts) on parallel threads    the same
     felzenszwalb     selective search's segmentations, one sort     the same
                      for every k, the merge loop in C++ (g++)
+
+The C++ parts (`native.py`) compile on first use; without g++ their NumPy or scikit-image
+references give the same numbers.
 
 `enable()` also keeps freed memory in glibc's malloc (`threads.keep_freed_memory`). The two-
 thread loops need OpenBLAS's idle threads to sleep, which OPENBLAS_THREAD_TIMEOUT decides when

@@ -2,8 +2,9 @@
 
 1. im2col and col2im run as two halves on two threads (`threads.split_work`), channel by
    channel: the same copies and sums, so the same numbers.
-2. The big 3x3 stride-1 layers (VGG16's conv2_2 to conv4_3) take Winograd's F(2x2, 3x3)
-   (`winograd.py`): 2.25x fewer multiplications, the same results to float rounding.
+2. The 3x3 stride-1 layers with 16 channels or more (VGG16's conv1_2 to conv4_3, vgg-tiny's
+   all but the first) take Winograd's F(2x2, 3x3) (`winograd.py`): 2.25x fewer
+   multiplications, the same results to float rounding.
 3. dx of a stride-1 layer with K <= C on a large map is computed as the "full" convolution of
    gy (padded by k-1-p) with the flipped, transposed kernel: one im2col copy and one product
    instead of a product and col2im's scattered adds; the same sum in another order.

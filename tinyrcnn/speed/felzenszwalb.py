@@ -10,41 +10,16 @@ union-find walks long chains). The labels equal the reference's exactly
 (tests/speed/test_felzenszwalb.py). Needs a C++ compiler (g++, as the kernels' CPU build);
 without one `segment_scales` returns None and selective search runs the reference.
 """
-import ctypes
-import os
-import threading
-import warnings
-
 import numpy as np
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'felzenszwalb.cpp')
-_LIBRARY = []                     # [the loaded library, or None where it cannot be built]
-_LOCK = threading.Lock()          # one build, even when two threads start selective search
+from . import native
 
 
 def _library():
-    with _LOCK:
-        if not _LIBRARY:
-            _LIBRARY.append(_load())
-    return _LIBRARY[0]
-
-
-def _load():
-    """The compiled loop, or None (with one warning saying why) where it cannot be built."""
-    from ..kernels.cpu import build_cpp, compiler
-    if compiler() is None:
-        return None                   # no g++: the reference, as documented
-    try:
-        lib = build_cpp(_SOURCE)
-    except (OSError, RuntimeError) as e:
-        warnings.warn(f'the felzenszwalb speed path is off, selective search runs scikit-image\'s '
-                      f'reference: {str(e).splitlines()[0]}', RuntimeWarning, stacklevel=3)
-        return None
-    lib.felzenszwalb_segment.restype = None
-    lib.felzenszwalb_segment.argtypes = [ctypes.c_longlong, ctypes.c_longlong, ctypes.c_void_p,
-                                         ctypes.c_void_p, ctypes.c_double, ctypes.c_longlong,
-                                         ctypes.c_void_p]
-    return lib
+    """The compiled merge loop, or None (see `native.library`)."""
+    return native.library('felzenszwalb.cpp', {'felzenszwalb_segment': [
+        native.i64, native.i64, native.pointer, native.pointer, native.double, native.i64,
+        native.pointer]}, "selective search runs scikit-image's reference")
 
 
 def sorted_edges(image, sigma):

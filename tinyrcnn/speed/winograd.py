@@ -19,34 +19,69 @@ dU[xi] = dM[xi] @ V[xi]^T (filter gradient, back through G) and dV[xi] = U[xi]^T
 All entries are 0, +-1 or 1/2, so the rounding error stays near im2col's (float32: ~1e-6
 relative; float64: ~1e-15, see the tests). One difference in kind: an infinite input can give
 NaN here (inf - inf inside a transform) where im2col gives +-inf. The filter transforms are one
-matrix product with kron(G, G); the tile transforms are a few NumPy passes over strided views,
-split over two threads where `threads.split_work` allows. `speed.conv.FastConv2d` takes this
+matrix product with kron(G, G); the tile transforms are written below as a few NumPy passes over
+strided views, and run, where g++ builds it, as `winograd.cpp`: the same additions in one pass
+over memory, bit-identical (NATIVE = False keeps NumPy's). Both split over two threads where
+`threads.split_work` allows. `speed.conv.FastConv2d` takes this
 path for the layers where it measured faster (`use_winograd`); `conv3x3` takes it always.
 """
 import numpy as np
 
 from ..tensor import Function
+from . import native
 from .threads import matmul_stack, split_work
 
 _G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
 _GG = np.kron(_G, _G)                  # (16, 9): vec(G g G^T) = kron(G, G) vec(g)
 
 
-WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 28 * 28
+WINOGRAD_MAX_BYTES = 512 * 2 ** 20
+NATIVE = True                          # the tile transforms in C++ (winograd.cpp) where it builds
+_SUFFIX = {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}
+_P, _I = native.pointer, native.i64
+_SIGNATURES = {'input': [_P, _P] + [_I] * 9, 'output': [_P, _P, _P] + [_I] * 8,      # as in
+               'output_adjoint': [_P, _P] + [_I] * 8, 'input_adjoint': [_P, _P] + [_I] * 9}  # .cpp
+
+
+def _native(name, *arrays):
+    """winograd.cpp's function `name` for these arrays' dtype (one dtype, C-contiguous), or
+    None: NATIVE off, no compiler, or a dtype it is not built for."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    if not NATIVE or len(dtypes) != 1 or dtypes.pop() not in _SUFFIX:
+        return None
+    lib = native.library('winograd.cpp', {f'winograd_{f}_{s}': args for f, args in _SIGNATURES.items()
+                                          for s in _SUFFIX.values()},
+                          'Winograd runs its NumPy transforms', optimise='-O3')     # -O3: vectorised
+    return None if lib is None else getattr(lib, f'winograd_{name}_{_SUFFIX[arrays[0].dtype]}')
+
+
+def _split(fn, channels, elements, *args):
+    """fn(*args, lo, hi) over channels lo:hi, on two threads where split_work allows (ctypes
+    lets go of Python's lock during the call). `args` keeps the arrays alive until it returns."""
+    addresses = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+    split_work(channels, elements, lambda lo, hi: fn(*addresses, lo, hi))
 
 
 def use_winograd(x_shape, w_shape, stride, dtype):
     """Whether FastConv2d takes this path: 3x3, stride 1, a float dtype, at least
-    WINOGRAD_MIN_CHANNELS channels in and out and WINOGRAD_MIN_PIXELS pixels in the batch: the
-    layers of VGG16 where it measured faster (BENCHMARKS.md, session 3). On 14x14 maps sixteen
-    products with 49 columns lose to one with 196; the 64-channel layers gain little and stay
-    on im2col, which keeps the CPU demos' small network on one algorithm."""
+    WINOGRAD_MIN_CHANNELS channels in and out, WINOGRAD_MIN_PIXELS pixels per image, and the
+    transformed tiles and products within WINOGRAD_MAX_BYTES each: the layers where it measured
+    faster (BENCHMARKS.md, sessions 3 and 10). With the one-pass transforms of winograd.cpp
+    that is every layer of VGG16 and vgg-tiny but the first (3 channels in: 27 columns for
+    im2col, 3 for each of Winograd's sixteen products) and the 14x14 maps (sixteen products
+    with 49 columns per image lose to one with 196, or tie in a batch). Per image, so that a
+    batch takes its images' algorithm and the per-image threads (speed/parts.py) give the
+    batched step's numbers. Above WINOGRAD_MAX_BYTES (VGG16's conv1_2 at 600x800: 1 GB of
+    tiles an image pair) the unfolding in bands of `speed.conv` holds less."""
     N, C, H, W = x_shape
     K, _, kh, kw = w_shape
+    tiles = N * ((H + 1) // 2 + 1) * ((W + 1) // 2 + 1)      # at most, for any padding <= 1
     return (kh == 3 and kw == 3 and stride == 1 and np.dtype(dtype).kind == 'f'
             and C >= WINOGRAD_MIN_CHANNELS and K >= WINOGRAD_MIN_CHANNELS
-            and N * H * W >= WINOGRAD_MIN_PIXELS)
+            and H * W >= WINOGRAD_MIN_PIXELS
+            and 16 * max(C, K) * tiles * np.dtype(dtype).itemsize <= WINOGRAD_MAX_BYTES)
 
 
 def filter_transform(w):
@@ -96,6 +131,11 @@ def _rows(d0, d1, d2, d3, out):
 def input_transform(x, geo):
     """x (N, C, H, W) -> V (16, C, tiles), tiles ordered (n, i, j)."""
     N, C, Th, Tw, p = geo.N, geo.C, geo.Th, geo.Tw, geo.p
+    fn = _native('input', x)
+    if fn is not None:
+        V = np.empty((16, C, geo.tiles), dtype=x.dtype)
+        _split(fn, C, V.size, np.ascontiguousarray(x), V, N, C, geo.H, geo.W, p, Th, Tw)
+        return V
     V = np.empty((4, 4, C, N, Th, Tw), dtype=x.dtype)
     halves = geo.column_halves()
 
@@ -117,6 +157,12 @@ def input_transform(x, geo):
 def output_transform(M, geo, b=None):
     """M (16, K, tiles) -> y (N, K, Ho, Wo), plus the bias b (K,) if given."""
     K, N, Th, Tw = M.shape[1], geo.N, geo.Th, geo.Tw
+    fn = _native('output', M, b)
+    if fn is not None and M.flags.c_contiguous:
+        y = np.empty((N, K, geo.Ho, geo.Wo), dtype=M.dtype)
+        b = None if b is None else np.ascontiguousarray(b)
+        _split(fn, K, y.size, M, 0 if b is None else b, y, N, K, geo.Ho, geo.Wo, Th, Tw)
+        return y
     M = M.reshape(4, 4, K, N, Th, Tw)
     y = np.empty((N, K, 2 * Th, 2 * Tw), dtype=M.dtype)
 
@@ -145,6 +191,11 @@ def output_transform(M, geo, b=None):
 def output_transform_adjoint(gy, geo):
     """dy (N, K, Ho, Wo) -> dM (16, K, tiles): each 2x2 block g spreads to A g A^T."""
     N, K, Th, Tw = gy.shape[0], gy.shape[1], geo.Th, geo.Tw
+    fn = _native('output_adjoint', gy)
+    if fn is not None:
+        gM = np.empty((16, K, geo.tiles), dtype=gy.dtype)
+        _split(fn, K, gM.size, np.ascontiguousarray(gy), gM, N, K, geo.Ho, geo.Wo, Th, Tw)
+        return gM
     if 2 * Th != geo.Ho or 2 * Tw != geo.Wo:
         padded = np.zeros((N, K, 2 * Th, 2 * Tw), dtype=gy.dtype)
         padded[:, :, :geo.Ho, :geo.Wo] = gy
@@ -192,8 +243,12 @@ def _fold(t0, t1, t2, t3, even, odd, axis):
 def input_transform_adjoint(gV, geo):
     """dV (16, C, tiles) -> dx (N, C, H, W): B dV B^T per tile, overlapping tiles added."""
     N, C, Th, Tw, p = geo.N, geo.C, geo.Th, geo.Tw, geo.p
-    gV = gV.reshape(4, 4, C, N, Th, Tw)
     gx = np.empty((N, C, geo.H, geo.W), dtype=gV.dtype)
+    fn = _native('input_adjoint', gV)
+    if fn is not None and gV.flags.c_contiguous:
+        _split(fn, C, gV.size, gV, gx, N, C, geo.H, geo.W, p, Th, Tw)
+        return gx
+    gV = gV.reshape(4, 4, C, N, Th, Tw)
     halves = geo.column_halves()
 
     def part(lo, hi):                                       # channels lo:hi
@@ -215,10 +270,23 @@ def transforms(x, w, padding):
     return filter_transform(w), input_transform(x, geo), geo
 
 
+def per_image(a, b, images):
+    """a (16, m, k) @ b (16, k, tiles) as one product per image's tiles (ordered (n, i, j)), as
+    the reference conv runs one GEMM per image: an image in a batch then gets the very bits it
+    gets alone (BLAS rounds a column by where it falls in a wider product, about 1 ulp, which
+    can flip a tie in a max pool downstream), for a given number of BLAS threads."""
+    if images == 1:
+        return matmul_stack(a, b)
+    out, step = np.empty((16, a.shape[1], b.shape[2]), dtype=np.result_type(a, b)), b.shape[2] // images
+    for n in range(0, b.shape[2], step):
+        out[:, :, n:n + step] = matmul_stack(a, b[:, :, n:n + step])
+    return out
+
+
 def forward(x, w, b, padding):
     """y = conv2d(x, w, b, stride=1, padding); returns y and `transforms(x, w, padding)`."""
     U, V, geo = saved = transforms(x, w, padding)
-    M = matmul_stack(U, V)                                  # sixteen (K, C) @ (C, tiles)
+    M = per_image(U, V, geo.N)                              # sixteen (K, C) @ (C, tiles)
     return output_transform(M, geo, b), saved
 
 
@@ -227,7 +295,7 @@ def backward(gy, saved, need_x=True, need_w=True, need_b=True):
     U, V, geo = saved
     gM = output_transform_adjoint(np.ascontiguousarray(gy), geo)
     gw = filter_transform_adjoint(matmul_stack(gM, V.transpose(0, 2, 1))) if need_w else None
-    gx = input_transform_adjoint(matmul_stack(U.transpose(0, 2, 1), gM), geo) if need_x else None
+    gx = input_transform_adjoint(per_image(U.transpose(0, 2, 1), gM, geo.N), geo) if need_x else None
     gb = gM[5].sum(axis=1) if need_b else None            # M[1, 1] carries the bias
     return gx, gw, gb
 

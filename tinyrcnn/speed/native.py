@@ -1,0 +1,40 @@
+"""The speed paths written in C++ (`felzenszwalb.cpp`, `winograd.cpp`): each compiled once per
+machine with g++ (`kernels.cpu.build_cpp`), loaded once per process. Without a compiler, or where
+the build fails (one warning says why), `library` returns None and the path's caller runs its
+reference instead."""
+import ctypes
+import os
+import threading
+import warnings
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIBRARIES = {}                   # file name -> the loaded library, or None
+_LOCK = threading.Lock()          # one build, even when two threads ask at once
+
+i64, pointer, double = ctypes.c_longlong, ctypes.c_void_p, ctypes.c_double
+
+
+def library(filename, signatures, fallback, optimise='-O2'):
+    """The library built from speed/`filename`, its functions declared by `signatures`
+    ({name: [argument ctypes]}, all returning void), or None. `fallback` names what runs
+    instead, for the warning; `optimise` is g++'s -O flag."""
+    with _LOCK:
+        if filename not in _LIBRARIES:
+            _LIBRARIES[filename] = _build(filename, signatures, fallback, optimise)
+    return _LIBRARIES[filename]
+
+
+def _build(filename, signatures, fallback, optimise):
+    from ..kernels.cpu import build_cpp, compiler
+    if compiler() is None:
+        return None                   # no g++: the reference, as documented
+    try:
+        lib = build_cpp(os.path.join(_HERE, filename), optimise)
+    except (OSError, RuntimeError) as e:
+        warnings.warn(f'the {os.path.splitext(filename)[0]} speed path is off, {fallback}: {str(e).splitlines()[0]}',
+                      RuntimeWarning, stacklevel=4)
+        return None
+    for name, argtypes in signatures.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes = None, argtypes
+    return lib
