@@ -118,9 +118,10 @@ def test_use_winograd_takes_every_vgg16_layer_but_the_first_and_the_14x14_ones()
     assert not winograd.use_winograd((1, 256, 56, 56), (256, 256, 3, 3), 1, np.int64)
     # per image: a batch of 14x14 maps stays on im2col, as each of its images would
     assert not winograd.use_winograd((4, 512, 14, 14), (512, 512, 3, 3), 1, np.float32)
-    # too big to hold whole: VGG16's conv1_2 on two 600x800 images (conv2_2's 491 MB fit)
-    assert not winograd.use_winograd((2, 64, 600, 800), (64, 64, 3, 3), 1, np.float32)
-    assert winograd.use_winograd((2, 128, 300, 400), (128, 128, 3, 3), 1, np.float32)
+    # too big to hold whole: VGG16's conv1_2 on a 600x800 image (494 MB of tiles); conv2_2 fits
+    assert not winograd.use_winograd((1, 64, 600, 800), (64, 64, 3, 3), 1, np.float32)
+    assert winograd.use_winograd((1, 128, 300, 400), (128, 128, 3, 3), 1, np.float32)
+    assert winograd.use_winograd((2, 128, 300, 400), (128, 128, 3, 3), 1, np.float32)  # per image
 
 
 @pytest.mark.parametrize('shape', [(2, 3, 288, 384), (1, 3, 288, 480), (32, 3, 64, 64)])

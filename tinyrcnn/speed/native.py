@@ -31,8 +31,8 @@ def _build(filename, signatures, fallback, optimise):
     try:
         lib = build_cpp(os.path.join(_HERE, filename), optimise)
     except (OSError, RuntimeError) as e:
-        warnings.warn(f'the {os.path.splitext(filename)[0]} speed path is off, {fallback}: {str(e).splitlines()[0]}',
-                      RuntimeWarning, stacklevel=4)
+        name, why = os.path.splitext(filename)[0], str(e).splitlines()[0]
+        warnings.warn(f'the {name} speed path is off, {fallback}: {why}', RuntimeWarning, stacklevel=4)
         return None
     for name, argtypes in signatures.items():
         function = getattr(lib, name)

@@ -37,7 +37,7 @@ _GG = np.kron(_G, _G)                  # (16, 9): vec(G g G^T) = kron(G, G) vec(
 
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 28 * 28
-WINOGRAD_MAX_BYTES = 512 * 2 ** 20
+WINOGRAD_MAX_BYTES = 256 * 2 ** 20
 NATIVE = True                          # the tile transforms in C++ (winograd.cpp) where it builds
 _SUFFIX = {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}
 _P, _I = native.pointer, native.i64
@@ -51,9 +51,9 @@ def _native(name, *arrays):
     dtypes = {a.dtype for a in arrays if a is not None}
     if not NATIVE or len(dtypes) != 1 or dtypes.pop() not in _SUFFIX:
         return None
-    lib = native.library('winograd.cpp', {f'winograd_{f}_{s}': args for f, args in _SIGNATURES.items()
-                                          for s in _SUFFIX.values()},
-                          'Winograd runs its NumPy transforms', optimise='-O3')     # -O3: vectorised
+    functions = {f'winograd_{f}_{s}': args for f, args in _SIGNATURES.items() for s in _SUFFIX.values()}
+    lib = native.library('winograd.cpp', functions, 'Winograd runs its NumPy transforms',
+                         optimise='-O3')                    # -O3: the loops vectorised
     return None if lib is None else getattr(lib, f'winograd_{name}_{_SUFFIX[arrays[0].dtype]}')
 
 
@@ -66,18 +66,19 @@ def _split(fn, channels, elements, *args):
 
 def use_winograd(x_shape, w_shape, stride, dtype):
     """Whether FastConv2d takes this path: 3x3, stride 1, a float dtype, at least
-    WINOGRAD_MIN_CHANNELS channels in and out, WINOGRAD_MIN_PIXELS pixels per image, and the
-    transformed tiles and products within WINOGRAD_MAX_BYTES each: the layers where it measured
-    faster (BENCHMARKS.md, sessions 3 and 10). With the one-pass transforms of winograd.cpp
+    WINOGRAD_MIN_CHANNELS channels in and out, WINOGRAD_MIN_PIXELS pixels per image, and an
+    image's transformed tiles and products within WINOGRAD_MAX_BYTES each: the layers where it
+    measured faster (BENCHMARKS.md, sessions 3 and 10). With the one-pass transforms of winograd.cpp
     that is every layer of VGG16 and vgg-tiny but the first (3 channels in: 27 columns for
     im2col, 3 for each of Winograd's sixteen products) and the 14x14 maps (sixteen products
     with 49 columns per image lose to one with 196, or tie in a batch). Per image, so that a
     batch takes its images' algorithm and the per-image threads (speed/parts.py) give the
-    batched step's numbers. Above WINOGRAD_MAX_BYTES (VGG16's conv1_2 at 600x800: 1 GB of
-    tiles an image pair) the unfolding in bands of `speed.conv` holds less."""
+    batched step's numbers. Above WINOGRAD_MAX_BYTES (VGG16's conv1_2 at 600x800: 494 MB of
+    tiles for one image, and as much for the products) the unfolding in bands of `speed.conv`
+    holds less; conv2_2 there (249 MB) is the largest layer that takes Winograd."""
     N, C, H, W = x_shape
     K, _, kh, kw = w_shape
-    tiles = N * ((H + 1) // 2 + 1) * ((W + 1) // 2 + 1)      # at most, for any padding <= 1
+    tiles = ((H + 1) // 2 + 1) * ((W + 1) // 2 + 1)          # an image's, at most, padding <= 1
     return (kh == 3 and kw == 3 and stride == 1 and np.dtype(dtype).kind == 'f'
             and C >= WINOGRAD_MIN_CHANNELS and K >= WINOGRAD_MIN_CHANNELS
             and H * W >= WINOGRAD_MIN_PIXELS
