@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, is_cupy_array, kernel, launch
+from .backend import fast_cpu, get_array_module, is_cupy_array, kernel, launch
 
 # Fast R-CNN, Sec. 2.3 / 3.1: regression targets are normalised to zero mean and unit variance.
 # These fixed statistics are the ones the released code uses for Faster R-CNN.
@@ -192,6 +192,10 @@ def nms(boxes, scores, iou_threshold, max_keep=None, presorted=False):
                            lambda name, n, args: launch(kernel('nms.cu', name, dtype), n, args, dtype),
                            max_keep, presorted)
     thresh = boxes.dtype.type(iou_threshold)  # compare in the boxes' dtype, like the kernel
+    fast = fast_cpu('nms', boxes)                            # the CPU speed hook
+    kept = None if fast is None else fast(boxes, scores, thresh, max_keep, presorted)
+    if kept is not None:                                     # (None: it could not be built)
+        return kept
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.arange(len(scores)) if presorted else np.argsort(-scores, kind='stable')

@@ -9,6 +9,7 @@ import pytest
 import tinyrcnn as tr
 import tinyrcnn.functional as F
 from tinyrcnn import backend, nn, speed
+from tinyrcnn.kernels.cpu import compiler
 from tinyrcnn.ops import conv, pool
 from tinyrcnn.ops.roi_pool import _forward_numpy
 from tinyrcnn.speed import layers
@@ -32,7 +33,8 @@ def test_enable_registers_every_hook_and_the_ops_pick_them():
         with speed.enabled():
             assert speed.is_enabled()
             assert set(backend.fast_cpu_paths()) == {'conv2d', 'max_pool2d', 'relu', 'linear',
-                                                     'roi_pool', 'backward_parts', 'felzenszwalb'}
+                                                     'roi_pool', 'backward_parts', 'felzenszwalb',
+                                                     'nms'}
             x = tr.Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
             assert type(F.relu(x)._ctx).__name__ == 'FastReLU'
             assert type(F.max_pool2d(x, 2)._ctx).__name__ == 'FastMaxPool2d'
@@ -239,3 +241,30 @@ def test_two_parts_add_into_the_model_gradient_in_either_order_bit_for_bit():
         assert (a is None) == (b is None)
         if a is not None:
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(compiler() is None, reason='needs a C++ compiler (g++)')
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('n,thresh,max_keep', [(600, 0.7, 300), (1000, 0.5, None), (700, 0.0, None),
+                                               (300, 1.0, 5), (0, 0.7, None), (5, 0.7, 0)])
+def test_compiled_nms_keeps_exactly_the_reference_boxes(dtype, n, thresh, max_keep):
+    """Clustered boxes (many overlaps), tied scores, a degenerate box, a NaN coordinate,
+    presorted or not: the compiled loop keeps the same indices in the same order."""
+    from tinyrcnn.boxes import nms, random_clustered_boxes
+    from tinyrcnn.speed.nms import compiled_nms
+    assert compiled_nms(np.zeros((1, 4), dtype), np.ones(1, dtype), dtype(0.5)) is not None
+    boxes, _ = random_clustered_boxes(n, num_objects=20, seed=n) if n else (np.zeros((0, 4)), None)
+    boxes = boxes.astype(dtype)
+    scores = np.round(np.random.default_rng(n).random(n), 2).astype(dtype)     # ties
+    if n:
+        boxes[3] = [10, 10, 8, 8]                 # w = h = -1: area 0 against inter 0 with itself
+        boxes[-1, 0] = np.nan                     # NaN IoUs: NumPy's minimum/maximum propagate it
+    for presorted in (False, True):
+        s = np.sort(scores)[::-1].copy() if presorted else scores
+        with speed.enabled(False):
+            want = nms(boxes, s, thresh, max_keep=max_keep, presorted=presorted)
+        with speed.enabled():
+            got = nms(boxes, s, thresh, max_keep=max_keep, presorted=presorted)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    assert n < 300 or 0 < len(want) < n

@@ -16,6 +16,7 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
     linear           products in OpenBLAS's faster orientation      float rounding
     roi_pool         forward vectorised over an RoI's bins          the same
     backward_parts   a step's images (parts) on parallel threads    the same
+    nms              the greedy loop in C++ (g++)                   the same
     felzenszwalb     selective search's segmentations, one sort     the same
                      for every k, the merge loop in C++ (g++)
 
@@ -33,13 +34,14 @@ from .. import backend
 from .conv import FastConv2d
 from .felzenszwalb import segment_scales
 from .layers import FastLinear, FastMaxPool2d, FastReLU
+from .nms import compiled_nms
 from .parts import backward_parts_on_threads
 from .roi_pool import FastRoIPool
 from .threads import keep_freed_memory
 
 PATHS = {'conv2d': FastConv2d, 'max_pool2d': FastMaxPool2d, 'relu': FastReLU,
          'linear': FastLinear, 'roi_pool': FastRoIPool, 'backward_parts': backward_parts_on_threads,
-         'felzenszwalb': segment_scales}
+         'felzenszwalb': segment_scales, 'nms': compiled_nms}
 
 
 def enable():
