@@ -116,6 +116,10 @@ class Adam(SGD):
             m = self._buffer(self.velocity, p, xp)
             v = self._buffer(self.second, p, xp)
             dt = p.data.dtype.type
+            fast = backend.fast_cpu('adam', p.data)            # the CPU speed hook: one pass
+            if fast is not None and fast(p.data, grad, m, v, dt(1 - b1), dt(b1), dt(b2),
+                                         dt((1 - b2) / (1 - b1)), dt(self.eps), dt(lr * scale)):
+                continue
             work = xp.multiply(grad, dt(1 - b1))               # one scratch array, reused:
             m *= dt(b1)
             m += work                                          # m = b1 m + (1 - b1) g

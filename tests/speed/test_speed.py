@@ -34,7 +34,7 @@ def test_enable_registers_every_hook_and_the_ops_pick_them():
             assert speed.is_enabled()
             assert set(backend.fast_cpu_paths()) == {'conv2d', 'max_pool2d', 'relu', 'linear',
                                                      'roi_pool', 'backward_parts', 'felzenszwalb',
-                                                     'nms'}
+                                                     'nms', 'adam'}
             x = tr.Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
             assert type(F.relu(x)._ctx).__name__ == 'FastReLU'
             assert type(F.max_pool2d(x, 2)._ctx).__name__ == 'FastMaxPool2d'
@@ -268,3 +268,32 @@ def test_compiled_nms_keeps_exactly_the_reference_boxes(dtype, n, thresh, max_ke
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
     assert n < 300 or 0 < len(want) < n
+
+
+@pytest.mark.skipif(compiler() is None, reason='needs a C++ compiler (g++)')
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_compiled_adam_takes_the_reference_steps_bit_for_bit(dtype):
+    """Five Adam steps with weight decay, from the same start: the same weights and moments
+    with the one-pass update as with NumPy's dozen passes, a transposed gradient included."""
+    from tinyrcnn.optim import Adam
+    from tinyrcnn.speed.adam import compiled_adam
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal(s).astype(dtype) for s in [(64, 27), (64,), (5, 7)]]
+    grads = [[rng.standard_normal(a.shape).astype(dtype) for a in start] for _ in range(5)]
+    grads[2][0] = np.asfortranarray(grads[2][0])             # not C-contiguous: NumPy's passes
+    runs = []
+    for on in (False, True):
+        params = [nn.Parameter(a.copy()) for a in start]
+        opt = Adam(params, lr=0.01, weight_decay=1e-3)
+        with speed.enabled(on):
+            for g in grads:
+                for p, gi in zip(params, g):
+                    p.grad = gi
+                opt.step()
+        runs.append([p.data for p in params] + [opt.velocity[id(p)] for p in params]
+                    + [opt.second[id(p)] for p in params])
+    for numpy_, compiled in zip(*runs):
+        np.testing.assert_array_equal(compiled, numpy_)
+    a = np.zeros(3, dtype)
+    assert compiled_adam(a, a, a, a, 0.1, 0.9, 0.999, 0.01, 1e-8, 1e-3)
+    assert not compiled_adam(a, np.zeros(3, np.float16), a, a, 0.1, 0.9, 0.999, 0.01, 1e-8, 1e-3)

@@ -76,12 +76,12 @@ def build(filename, dtype=np.float64):
 
 def build_cpp(path, optimise='-O2'):
     """Compile the plain C++ file `path` (no kernel headers) into a shared library, cached by its
-    content and `optimise` flag; return the loaded ctypes library. The CPU speed paths written
+    content and `optimise` flags (one string); return the loaded ctypes library. The CPU speed paths written
     in C++ use it (for the machine's baseline instruction set: a cached library runs anywhere)."""
     with open(path, 'rb') as f:
         key = hashlib.sha1(f.read() + optimise.encode()).hexdigest()[:16]
     return _load(f'{os.path.splitext(os.path.basename(path))[0]}-{key}', key,
-                 [compiler(), optimise, '-std=c++14', '-shared', '-fPIC', path])
+                 [compiler()] + optimise.split() + ['-std=c++14', '-shared', '-fPIC', path])
 
 
 def _load(name, key, command):

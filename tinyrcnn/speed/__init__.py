@@ -17,6 +17,7 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
     roi_pool         forward vectorised over an RoI's bins          the same
     backward_parts   a step's images (parts) on parallel threads    the same
     nms              the greedy loop in C++ (g++)                   the same
+    adam             Adam's update in one pass, in C++ (g++)        the same
     felzenszwalb     selective search's segmentations, one sort     the same
                      for every k, the merge loop in C++ (g++)
 
@@ -32,6 +33,7 @@ import contextlib
 
 from .. import backend
 from .conv import FastConv2d
+from .adam import compiled_adam
 from .felzenszwalb import segment_scales
 from .layers import FastLinear, FastMaxPool2d, FastReLU
 from .nms import compiled_nms
@@ -41,7 +43,8 @@ from .threads import keep_freed_memory
 
 PATHS = {'conv2d': FastConv2d, 'max_pool2d': FastMaxPool2d, 'relu': FastReLU,
          'linear': FastLinear, 'roi_pool': FastRoIPool, 'backward_parts': backward_parts_on_threads,
-         'felzenszwalb': segment_scales, 'nms': compiled_nms}
+         'felzenszwalb': segment_scales, 'nms': compiled_nms,
+         'adam': compiled_adam}
 
 
 def enable():

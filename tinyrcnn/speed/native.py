@@ -17,7 +17,7 @@ i64, pointer, double = ctypes.c_longlong, ctypes.c_void_p, ctypes.c_double
 def library(filename, signatures, fallback, optimise='-O2'):
     """The library built from speed/`filename`, its functions declared by `signatures`
     ({name: [argument ctypes]}, all returning void), or None. `fallback` names what runs
-    instead, for the warning; `optimise` is g++'s -O flag."""
+    instead, for the warning; `optimise`: g++'s optimisation flags."""
     with _LOCK:
         if filename not in _LIBRARIES:
             _LIBRARIES[filename] = _build(filename, signatures, fallback, optimise)
