@@ -76,8 +76,9 @@ def build(filename, dtype=np.float64):
 
 def build_cpp(path, optimise='-O2'):
     """Compile the plain C++ file `path` (no kernel headers) into a shared library, cached by its
-    content and `optimise` flags (one string); return the loaded ctypes library. The CPU speed paths written
-    in C++ use it (for the machine's baseline instruction set: a cached library runs anywhere)."""
+    content and `optimise` flags (one string); return the loaded ctypes library. The CPU speed
+    paths written in C++ use it (for the baseline instruction set: a cached library runs on any
+    x86-64)."""
     with open(path, 'rb') as f:
         key = hashlib.sha1(f.read() + optimise.encode()).hexdigest()[:16]
     return _load(f'{os.path.splitext(os.path.basename(path))[0]}-{key}', key,

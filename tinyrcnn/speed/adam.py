@@ -3,25 +3,21 @@
 demos' 2.1 million weights). The same operations in the same order and dtype, so the same bits
 (tests/speed/test_speed.py); returns False, and the NumPy code runs, without a compiler or for
 arrays it does not take (another dtype, not contiguous)."""
-import numpy as np
-
 from . import native
 
-_SUFFIX = {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}
+_SIGNATURES = {'adam': [native.pointer] * 4 + [native.i64] + [native.double] * 6}   # adam.cpp
 
 
 def compiled_adam(p, g, m, v, one_minus_b1, b1, b2, c2, eps, step):
     """p, m, v updated in place from gradient g (arrays of one dtype); the constants as
     `optim.Adam.step` rounds them to that dtype. True where it ran."""
     arrays = (p, g, m, v)
-    if (p.dtype not in _SUFFIX or any(a.dtype != p.dtype or a.shape != p.shape
-                                      or not a.flags.c_contiguous for a in arrays)):
+    if any(a.dtype != p.dtype or a.shape != p.shape or not a.flags.c_contiguous for a in arrays):
         return False
-    lib = native.library('adam.cpp', {f'adam_{s}': [native.pointer] * 4 + [native.i64]
-                                      + [native.double] * 6 for s in _SUFFIX.values()},
-                         'Adam runs its NumPy passes', optimise='-O2 -ffp-contract=off')
-    if lib is None:
+    fn = native.typed('adam.cpp', 'adam', p.dtype, _SIGNATURES, 'Adam runs its NumPy passes',
+                      optimise='-O2 -ffp-contract=off')
+    if fn is None:
         return False
-    getattr(lib, f'adam_{_SUFFIX[p.dtype]}')(*(a.ctypes.data for a in arrays), p.size,
-                                             *(float(c) for c in (one_minus_b1, b1, b2, c2, eps, step)))
+    fn(*(a.ctypes.data for a in arrays), p.size,
+       *(float(c) for c in (one_minus_b1, b1, b2, c2, eps, step)))
     return True

@@ -12,21 +12,14 @@ import numpy as np
 
 from . import native
 
-_SUFFIX = {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}
 _P, _I = native.pointer, native.i64
-_ARGS = [_P] * 5 + [_I, native.double, _I, _P, _P, _P]
-
-
-def _function(dtype):
-    lib = native.library('nms.cpp', {f'nms_{s}': _ARGS for s in _SUFFIX.values()},
-                         'nms runs its NumPy loop')
-    return None if lib is None else getattr(lib, f'nms_{_SUFFIX[dtype]}')
+_SIGNATURES = {'nms': [_P] * 5 + [_I, native.double, _I, _P, _P, _P]}     # as in nms.cpp
 
 
 def compiled_nms(boxes, scores, thresh, max_keep=None, presorted=False):
     """`boxes.nms` for NumPy boxes already checked, `thresh` in their dtype; None where the
     loop cannot be compiled."""
-    fn = _function(boxes.dtype)
+    fn = native.typed('nms.cpp', 'nms', boxes.dtype, _SIGNATURES, 'nms runs its NumPy loop')
     if fn is None:
         return None
     order = np.arange(len(scores)) if presorted else np.argsort(-scores, kind='stable')
@@ -34,7 +27,8 @@ def compiled_nms(boxes, scores, thresh, max_keep=None, presorted=False):
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     n = len(order)
     limit = n if max_keep is None else min(int(max_keep), n)
-    suppressed, keep, kept = np.zeros(n, np.uint8), np.empty(max(limit, 1), np.int64), np.zeros(1, np.int64)
+    suppressed, kept = np.zeros(n, np.uint8), np.zeros(1, np.int64)
+    keep = np.empty(max(limit, 1), np.int64)
     fn(x1.ctypes.data, y1.ctypes.data, x2.ctypes.data, y2.ctypes.data, areas.ctypes.data, n,
        float(thresh), limit, suppressed.ctypes.data, keep.ctypes.data, kept.ctypes.data)
     return order[keep[:kept[0]]].astype(np.int64)

@@ -39,22 +39,21 @@ WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 28 * 28
 WINOGRAD_MAX_BYTES = 256 * 2 ** 20
 NATIVE = True                          # the tile transforms in C++ (winograd.cpp) where it builds
-_SUFFIX = {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}
 _P, _I = native.pointer, native.i64
-_SIGNATURES = {'input': [_P, _P] + [_I] * 9, 'output': [_P, _P, _P] + [_I] * 8,      # as in
-               'output_adjoint': [_P, _P] + [_I] * 8, 'input_adjoint': [_P, _P] + [_I] * 9}  # .cpp
+_SIGNATURES = {'winograd_input': [_P, _P] + [_I] * 9,                 # as in winograd.cpp
+               'winograd_output': [_P, _P, _P] + [_I] * 8,
+               'winograd_output_adjoint': [_P, _P] + [_I] * 8,
+               'winograd_input_adjoint': [_P, _P] + [_I] * 9}
 
 
 def _native(name, *arrays):
-    """winograd.cpp's function `name` for these arrays' dtype (one dtype, C-contiguous), or
-    None: NATIVE off, no compiler, or a dtype it is not built for."""
+    """winograd.cpp's function `name` for these arrays' one dtype, or None: NATIVE off, no
+    compiler, mixed dtypes or one it is not built for. (The callers make the arrays contiguous.)"""
     dtypes = {a.dtype for a in arrays if a is not None}
-    if not NATIVE or len(dtypes) != 1 or dtypes.pop() not in _SUFFIX:
+    if not NATIVE or len(dtypes) != 1:
         return None
-    functions = {f'winograd_{f}_{s}': args for f, args in _SIGNATURES.items() for s in _SUFFIX.values()}
-    lib = native.library('winograd.cpp', functions, 'Winograd runs its NumPy transforms',
-                         optimise='-O3')                    # -O3: the loops vectorised
-    return None if lib is None else getattr(lib, f'winograd_{name}_{_SUFFIX[arrays[0].dtype]}')
+    return native.typed('winograd.cpp', f'winograd_{name}', dtypes.pop(), _SIGNATURES,
+                        'Winograd runs its NumPy transforms', optimise='-O3')   # -O3: vectorised
 
 
 def _split(fn, channels, elements, *args):
