@@ -114,10 +114,13 @@ def keep_freed_memory():
     iteration. glibc serves an array above its mmap threshold by a fresh mmap whose pages the
     kernel must fault in and zero on first touch, and that threshold moves with what was
     freed last; below it, each thread allocates from an arena of its own. Here the threshold
-    is fixed at 16 MB, there is one arena, and up to 256 MB of free heap is kept: the demos'
-    arrays (a few MB) are recycled from the heap (BENCHMARKS.md, session 2), and the big
-    arrays of a 600-pixel VGG16 step go back to the OS when freed, so the process holds about
-    what it uses rather than each thread's peak (session 8). `tinyrcnn.speed.enable()` calls this.
+    is fixed at 16 MB, there is one arena, and up to 1 GB of free heap is kept: the demos'
+    arrays (a few MB) are recycled from the heap (BENCHMARKS.md, session 2), the big arrays of
+    a 600-pixel VGG16 step go back to the OS when freed, so the process holds about what it
+    uses rather than each thread's peak (session 8), and the heap is not handed back and
+    faulted in again at every step: with 256 MB kept, a VGG16 step at 224x224 spent 100-170 ms
+    of system time a step on page faults, at 600 px a third of the step (session 11).
+    `tinyrcnn.speed.enable()` calls this.
     TINYRCNN_DEFAULT_MALLOC=1 leaves malloc alone. Returns True where it took effect (Linux
     with glibc), False elsewhere.
     """
@@ -128,7 +131,7 @@ def keep_freed_memory():
         libc = ctypes.CDLL('libc.so.6')
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from <malloc.h>
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 16 << 20) and libc.mallopt(M_ARENA_MAX, 1)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):       # no glibc (macOS, Windows, musl): leave malloc alone
         return False
 
