@@ -4,7 +4,8 @@
    channel: the same copies and sums, so the same numbers.
 2. The 3x3 stride-1 layers with 16 channels or more (VGG16's conv1_2 to conv4_3, vgg-tiny's
    all but the first) take Winograd's F(2x2, 3x3) (`winograd.py`): 2.25x fewer
-   multiplications, the same results to float rounding.
+   multiplications, the same results to float rounding; wide layers on large maps (VGG16's
+   conv1_2 to conv2_2 at 224x224) take F(4x4, 3x3) (`winograd4.py`): 4x fewer, ~1e-5 relative.
 3. dx of a stride-1 layer with K <= C on a large map is computed as the "full" convolution of
    gy (padded by k-1-p) with the flipped, transposed kernel: one im2col copy and one product
    instead of a product and col2im's scattered adds; the same sum in another order.
@@ -16,7 +17,7 @@
 import numpy as np
 
 from ..ops import conv
-from . import winograd
+from . import winograd, winograd4
 from .threads import split_work
 
 FULL_CONV_MIN_PIXELS = 2500          # 3. pays on large maps only (BENCHMARKS.md, session 2)
@@ -92,7 +93,10 @@ class FastConv2d(conv.Conv2d):
     col2im = staticmethod(col2im)
 
     def forward(self, x, w, b=None, stride=1, padding=0):
-        self.winograd = w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype)
+        self.winograd = None                                    # or the module that computes it
+        if w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype):
+            wide = winograd4.use_winograd4(x.shape, w.shape, stride, x.dtype)
+            self.winograd = winograd4 if wide else winograd
         rows = None if self.winograd else band_rows(x, w, stride, padding)
         if not self.winograd and rows is None:
             return super().forward(x, w, b, stride, padding)
@@ -101,7 +105,7 @@ class FastConv2d(conv.Conv2d):
         if rows is not None:                                    # backward unfolds x again
             self.cols, self.x = None, x
             return forward_in_bands(x, w, b, stride, padding, rows)
-        y, self.saved = winograd.forward(x, w, b, padding)
+        y, self.saved = self.winograd.forward(x, w, b, padding)
         if self.saved[1].nbytes > conv.KEEP_COLS_BYTES:         # recomputed from x in backward
             self.saved, self.x = None, x
         return y
@@ -109,9 +113,9 @@ class FastConv2d(conv.Conv2d):
     def backward(self, gy):
         if not self.winograd:
             return super().backward(gy)
-        saved = self.saved or winograd.transforms(self.x, self.w, self.padding)
+        saved = self.saved or self.winograd.transforms(self.x, self.w, self.padding)
         need = self.needs_input_grad
-        return winograd.backward(gy, saved, need[0], need[1], self.has_b and need[2])
+        return self.winograd.backward(gy, saved, need[0], need[1], self.has_b and need[2])
 
     def input_grad(self, gy):
         """dL/dx as the full convolution of gy where that is cheaper (see the module's 3.)."""

@@ -271,13 +271,14 @@ def transforms(x, w, padding):
 
 
 def per_image(a, b, images):
-    """a (16, m, k) @ b (16, k, tiles) as one product per image's tiles (ordered (n, i, j)), as
+    """a (P, m, k) @ b (P, k, tiles) as one product per image's tiles (ordered (n, i, j)), as
     the reference conv runs one GEMM per image: an image in a batch then gets the very bits it
     gets alone (BLAS rounds a column by where it falls in a wider product, about 1 ulp, which
     can flip a tie in a max pool downstream), for a given number of BLAS threads."""
     if images == 1:
         return matmul_stack(a, b)
-    out, step = np.empty((16, a.shape[1], b.shape[2]), dtype=np.result_type(a, b)), b.shape[2] // images
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.result_type(a, b))
+    step = b.shape[2] // images
     for n in range(0, b.shape[2], step):
         out[:, :, n:n + step] = matmul_stack(a, b[:, :, n:n + step])
     return out
