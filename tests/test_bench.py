@@ -30,6 +30,20 @@ def test_roi_pool_rows_show_the_reference_beside_the_speed_path():
     assert rows[-1][0] == 'roi_pool forward, 3 RoIs, reference loop (cpu)' and rows[-1][1] > 0
 
 
+def test_timeit_pair_runs_the_two_sides_in_turns():
+    from tinyrcnn.bench import common
+    order = []
+    t_a, t_b = common.timeit_pair(lambda: order.append('a'), lambda: order.append('b'), repeats=4)
+    assert order == ['a', 'b'] + ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a']    # warm-up, then turns
+    assert t_a > 0 and t_b > 0
+
+
+def test_the_vgg16_trunk_row_on_a_small_image():
+    pytest.importorskip('torch')                             # an optional reference
+    (label, ours, ref), = bench.bench_vgg16_trunk('cpu', size=(32, 32), repeats=1)
+    assert label == 'VGG16 trunk fwd+bwd 1x3x32x32 (cpu)' and ours > 0 and ref > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # truncated SVD rows (bench/svd.py)
 # ---------------------------------------------------------------------------------------------

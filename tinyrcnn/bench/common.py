@@ -31,6 +31,21 @@ def timeit(fn, device='cpu', repeats=5, warmup=1):
     return float(np.median(times))
 
 
+def timeit_pair(ours, ref, device='cpu', repeats=5, warmup=1):
+    """Median wall times of ours() and ref() over `repeats` runs each, run in turns (ours first,
+    then ref first, and so on) after `warmup` runs of both, so that a machine that speeds up or
+    slows down meanwhile (a shared 2-core one does, by 10-30%) moves both sides alike. ref may
+    run on PyTorch's CUDA device: both are synchronised where `device` is 'cuda'."""
+    for _ in range(warmup):
+        timeit(ours, device, 1, 0)
+        timeit(ref, device, 1, 0)
+    times = {ours: [], ref: []}
+    for i in range(repeats):
+        for fn in ((ours, ref) if i % 2 == 0 else (ref, ours)):
+            times[fn].append(timeit(fn, device, 1, 0))
+    return float(np.median(times[ours])), float(np.median(times[ref]))
+
+
 def torch_or_none(device='cpu'):
     """PyTorch where it is installed (and sees a GPU, for device 'cuda'), else None."""
     try:

@@ -8,12 +8,13 @@ from ..ops.roi_pool import roi_pool
 from ..seed import manual_seed
 from ..tensor import Tensor, no_grad
 from ..vgg import VGG16_CFG, make_features
-from .common import timeit, torch_or_none, torchvision_or_none
+from .common import timeit, timeit_pair, torch_or_none, torchvision_or_none
 
 
 def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
     """The 13 conv layers of VGG16 with their pools, forward + backward on one image; the
-    reference gets the same weights and input, and its output is checked before timing."""
+    reference gets the same weights and input, its output is checked before timing, and the
+    two are timed in turns (`timeit_pair`)."""
     manual_seed(0)
     features = make_features(VGG16_CFG).to(device)
     H, W = size
@@ -24,37 +25,36 @@ def bench_vgg16_trunk(device='cpu', size=(224, 224), repeats=3):
         features.zero_grad()
         features(x).sum().backward()
 
-    t_ours = timeit(ours, device, repeats)
-    t_ref = None
     torch = torch_or_none(device)
-    if torch is not None:
-        layers, c = [], 3
-        for v in VGG16_CFG:
-            if v == 'M':
-                layers.append(torch.nn.MaxPool2d(2))
-            else:
-                layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU(inplace=True)]
-                c = v
-        net = torch.nn.Sequential(*layers)
-        convs = [m for m in features if hasattr(m, 'weight')]
-        with torch.no_grad():
-            for ours_m, ref_m in zip(convs, [m for m in net if hasattr(m, 'weight')]):
-                ref_m.weight.copy_(torch.from_numpy(ours_m.weight.numpy()))
-                ref_m.bias.copy_(torch.from_numpy(ours_m.bias.numpy()))
-        net = net.to(device)
-        xt = torch.from_numpy(x.numpy()).to(device)
-        with torch.no_grad(), no_grad():
-            a, b = features(x).numpy(), net(xt).cpu().numpy()
-        err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
-        if err > 1e-3:
-            raise RuntimeError(f'VGG16 trunk disagrees with PyTorch: relative error {err:.2e}')
+    if torch is None:
+        return [(f'VGG16 trunk fwd+bwd 1x3x{H}x{W} ({device})', timeit(ours, device, repeats), None)]
+    layers, c = [], 3
+    for v in VGG16_CFG:
+        if v == 'M':
+            layers.append(torch.nn.MaxPool2d(2))
+        else:
+            layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU(inplace=True)]
+            c = v
+    net = torch.nn.Sequential(*layers)
+    convs = [m for m in features if hasattr(m, 'weight')]
+    with torch.no_grad():
+        for ours_m, ref_m in zip(convs, [m for m in net if hasattr(m, 'weight')]):
+            ref_m.weight.copy_(torch.from_numpy(ours_m.weight.numpy()))
+            ref_m.bias.copy_(torch.from_numpy(ours_m.bias.numpy()))
+    net = net.to(device)
+    xt = torch.from_numpy(x.numpy()).to(device)
+    with torch.no_grad(), no_grad():
+        a, b = features(x).numpy(), net(xt).cpu().numpy()
+    err = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+    if err > 1e-3:
+        raise RuntimeError(f'VGG16 trunk disagrees with PyTorch: relative error {err:.2e}')
 
-        def ref():
-            net.zero_grad()
-            net(xt).sum().backward()
-            if device == 'cuda':
-                torch.cuda.synchronize()
-        t_ref = timeit(ref, 'cpu', repeats)
+    def ref():
+        net.zero_grad()
+        net(xt).sum().backward()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+    t_ours, t_ref = timeit_pair(ours, ref, device, repeats)   # in turns: drift hits both
     return [(f'VGG16 trunk fwd+bwd 1x3x{H}x{W} ({device})', t_ours, t_ref)]
 
 
