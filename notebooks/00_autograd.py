@@ -164,11 +164,15 @@ checks = {
     'smooth_l1_loss': (lambda a, b: F.smooth_l1_loss(a, b, mask), [t((4, 8), 6.0), t((4, 8))]),
     'roi_pool 3x3, scale 1/2': (lambda x: F.roi_pool(x, rois, (3, 3), 0.5), [t((2, 3, 8, 8))]),
 }
-# The opt-in CPU speed paths (tinyrcnn/speed/) compute big 3x3 layers by a second algorithm,
-# Winograd's F(2x2, 3x3); `conv3x3` takes it at any size, so it is checked here too.
+# The opt-in CPU speed paths (tinyrcnn/speed/) compute big 3x3 layers by other algorithms,
+# Winograd's F(2x2, 3x3) and, for wide layers on large maps, F(4x4, 3x3); `conv3x3` and
+# `conv3x3_4x4` take them at any size, so they are checked here too.
 from tinyrcnn.speed.winograd import conv3x3
+from tinyrcnn.speed.winograd4 import conv3x3_4x4
 
 checks['conv2d, Winograd F(2x2, 3x3)'] = (lambda x, w, b: conv3x3(x, w, b, padding=1),
+                                          [t((2, 3, 5, 6)), t((4, 3, 3, 3)), t((4,))])
+checks['conv2d, Winograd F(4x4, 3x3)'] = (lambda x, w, b: conv3x3_4x4(x, w, b, padding=1),
                                           [t((2, 3, 5, 6)), t((4, 3, 3, 3)), t((4,))])
 for name, (fn, inputs) in checks.items():
     start = time.perf_counter()
@@ -251,8 +255,8 @@ assert at_1e6 < 1e-7 < errors['float32'].min()
 # * A `Function` saves in `forward` exactly what `backward` needs, and returns one gradient
 #   per input (`None` for RoIs and labels).
 # * `tr.gradcheck` (float64, central differences, distinct inputs) passes for conv2d (im2col,
-#   and the speed package's Winograd), max pooling, ReLU, linear, both losses and RoI pooling;
-#   the tests use the same helper.
+#   and the speed package's two Winograd algorithms), max pooling, ReLU, linear, both losses and
+#   RoI pooling; the tests use the same helper.
 # * In float32 a finite difference is at best within a small factor of the tolerance we want to
 #   check (and only at a lucky $\varepsilon$); in float64 it is orders of magnitude below it at
 #   $\varepsilon = 10^{-6}$ (the measured errors are printed above).

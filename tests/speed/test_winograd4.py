@@ -174,3 +174,15 @@ def test_an_image_in_a_batch_gets_the_bits_it_gets_alone(N, C, K, H):
     for n in range(N):
         np.testing.assert_array_equal(batch[0][n], alone[n][0][0])         # y
         np.testing.assert_array_equal(batch[1][n], alone[n][1][0])         # dx
+
+
+def test_conv3x3_4x4_is_winograd4_at_any_size_and_passes_gradcheck():
+    x = tr.Tensor(distinct((2, 3, 5, 6), 14), requires_grad=True)
+    w = tr.Tensor(distinct((4, 3, 3, 3), 15), requires_grad=True)
+    b = tr.Tensor(distinct((4,), 16), requires_grad=True)
+    y = winograd4.conv3x3_4x4(x, w, b, padding=1)
+    assert type(y._ctx).__name__ == 'Winograd4x4'
+    np.testing.assert_allclose(y.data, naive_conv(x.data, w.data, b.data, 1, 1), rtol=0, atol=1e-10)
+    assert tr.gradcheck(lambda x, w, b: winograd4.conv3x3_4x4(x, w, b, padding=1), [x, w, b])
+    with pytest.raises(ValueError, match='conv3x3_4x4 expects'):
+        winograd4.conv3x3_4x4(x, tr.Tensor(np.zeros((4, 3, 5, 5))))

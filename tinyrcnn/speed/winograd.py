@@ -317,9 +317,14 @@ class Winograd3x3(Function):
 def conv3x3(x, w, b=None, padding=1):
     """`F.conv2d(x, w, b, stride=1, padding)` for a 3x3 kernel w (K, C, 3, 3), always computed
     by Winograd's F(2x2, 3x3) on the CPU: x (N, C, H, W) -> (N, K, H + 2p - 2, W + 2p - 2)."""
+    check_conv3x3(x, w, padding, 'conv3x3')
+    return Winograd3x3.apply(x, w, b, padding=int(padding))
+
+
+def check_conv3x3(x, w, padding, name):
+    """One clear error for shapes a 3x3 Winograd convolution cannot take."""
     if x.ndim != 4 or tuple(w.shape[1:]) != (x.shape[1], 3, 3):
-        raise ValueError(f'conv3x3 expects x (N, C, H, W) and w (K, C, 3, 3), got {tuple(x.shape)} '
+        raise ValueError(f'{name} expects x (N, C, H, W) and w (K, C, 3, 3), got {tuple(x.shape)} '
                          f'and {tuple(w.shape)}')
     if x.shape[2] + 2 * padding < 3 or x.shape[3] + 2 * padding < 3:
-        raise ValueError(f'conv3x3: input {tuple(x.shape[2:])} with padding {padding} is smaller than 3x3')
-    return Winograd3x3.apply(x, w, b, padding=int(padding))
+        raise ValueError(f'{name}: input {tuple(x.shape[2:])} with padding {padding} is smaller than 3x3')

@@ -24,6 +24,7 @@ operations; `winograd4.cpp` runs the same sequence in one pass over memory, bit-
 """
 import numpy as np
 
+from ..tensor import Function
 from . import native, winograd
 from .threads import split_work
 
@@ -256,3 +257,23 @@ def backward(gy, saved, need_x=True, need_w=True, need_b=True):
           if need_x else None)
     gb = gy.sum(axis=(0, 2, 3)) if need_b else None
     return gx, gw, gb
+
+
+class Winograd4x4(Function):
+    """3x3, stride-1 convolution by F(4x4, 3x3), for any size (`conv3x3_4x4`)."""
+
+    def forward(self, x, w, b=None, padding=1):
+        self.has_b = b is not None
+        y, self.saved = forward(x, w, b, padding)
+        return y
+
+    def backward(self, gy):
+        need = self.needs_input_grad
+        return backward(gy, self.saved, need[0], need[1], self.has_b and need[2])
+
+
+def conv3x3_4x4(x, w, b=None, padding=1):
+    """`F.conv2d(x, w, b, stride=1, padding)` for a 3x3 kernel, always computed by F(4x4, 3x3)
+    on the CPU (as `winograd.conv3x3` by F(2x2, 3x3)), for gradient checks and experiments."""
+    winograd.check_conv3x3(x, w, padding, 'conv3x3_4x4')
+    return Winograd4x4.apply(x, w, b, padding=int(padding))
