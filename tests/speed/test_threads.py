@@ -40,7 +40,7 @@ def test_ops_split_over_threads_equal_the_whole(monkeypatch, seed):
         return split(n, elements, fn)
     monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
     monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0)   # split everything in two
-    for module in ('conv', 'layers', 'winograd'):
+    for module in ('conv', 'layers', 'winograd', 'winograd4'):
         monkeypatch.setattr(f'tinyrcnn.speed.{module}.split_work', counting)
     halves = forward_backward(seed)
     assert len(calls) >= 9            # 4 Winograd transforms, im2col, col2im, pool x2, ReLU x2

@@ -67,6 +67,31 @@ def test_winograd4_gradcheck(calls, shape, K, padding, bias):
     assert calls
 
 
+def test_winograd4_recomputes_the_tiles_when_they_are_too_big(calls, monkeypatch):
+    from tinyrcnn.ops import conv
+    monkeypatch.setattr(conv, 'KEEP_COLS_BYTES', 0)
+    x = tr.Tensor(distinct((2, 2, 9, 6), 7), requires_grad=True)
+    w = tr.Tensor(distinct((3, 2, 3, 3), 8), requires_grad=True)
+    y = F.conv2d(x, w, None, 1, 1)
+    assert y._ctx.saved is None                    # backward's tiles were not kept on the graph
+    assert tr.gradcheck(lambda x, w: F.conv2d(x, w, None, 1, 1), [x, w])
+    assert calls
+
+
+def test_winograd4_skips_gradients_nobody_needs(calls):
+    x = tr.Tensor(distinct((1, 2, 6, 6), 9))
+    w = tr.Tensor(distinct((3, 2, 3, 3), 10), requires_grad=True)
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert x.grad is None and w.grad.shape == (3, 2, 3, 3)
+    x.requires_grad, w.requires_grad, w.grad = True, False, None
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert w.grad is None and x.grad.shape == (1, 2, 6, 6)
+    gx, gw, gb = winograd4.backward(np.ones((1, 3, 6, 6)), winograd4.transforms(x.data, w.data, 1),
+                                    need_x=False, need_w=False, need_b=True)
+    assert gx is None and gw is None and gb.tolist() == [36.0] * 3
+    assert len(calls) == 2
+
+
 def _forward_backward(x, w, b, gy):
     X, Wt, B = (tr.Tensor(a, requires_grad=True) for a in (x, w, b))
     y = F.conv2d(X, Wt, B, padding=1)
@@ -114,6 +139,11 @@ def test_use_winograd4_takes_vgg16s_large_maps_and_no_demo_layer():
     assert winograd4.use_winograd4((1, 512, 75, 100), (512, 512, 3, 3), 1, np.float32)
     assert not winograd4.use_winograd4((1, 64, 600, 800), (64, 64, 3, 3), 1, np.float32)
     assert not winograd4.use_winograd4((1, 512, 28, 28), (512, 512, 3, 3), 1, np.float32)
+    # its own size limit: conv2_2 on a 600x1000 image (300x500) is too big for F(2x2, 3x3)'s
+    # tiles (4 numbers a pixel), not for F(4x4, 3x3)'s (2.25)
+    assert winograd4.use_winograd4((1, 128, 300, 500), (128, 128, 3, 3), 1, np.float32)
+    assert not winograd.use_winograd((1, 128, 300, 500), (128, 128, 3, 3), 1, np.float32)
+    assert not winograd4.use_winograd4((1, 256, 112, 112), (256, 256, 3, 3), 1, np.float16)
     for N, H, W in [(2, 288, 384), (1, 288, 480), (32, 64, 64)]:     # the CPU demos' shapes
         C = 3
         for v in VGG_TINY_CFG:
@@ -139,15 +169,18 @@ needs_compiler = pytest.mark.skipif(compiler() is None, reason='needs a C++ comp
 ])
 def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N, C, K, H, W, padding):
     """winograd4.cpp against the NumPy transforms: the same operations in the same order (no
-    fused multiply-adds), so equal arrays, forward (with and without bias) and both adjoints."""
+    fused multiply-adds), so equal arrays, forward (with and without bias) and both adjoints;
+    whole, and with the channels split in two halves on two threads."""
     rng = np.random.default_rng(C * H + W)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(N, C, H, W), (K, C, 3, 3), (K,)])
     geo = winograd4.Geometry(x.shape, padding)
     gy = rng.standard_normal((N, K, geo.Ho, geo.Wo)).astype(dtype)
     U = winograd4.filter_transform(w)
     results = []
-    for compiled in (False, True):
+    for compiled, split in ((False, False), (True, False), (True, True), (False, True)):
         monkeypatch.setattr(winograd, 'NATIVE', compiled)
+        monkeypatch.setattr(threads, 'intra_op_threads', lambda: split)
+        monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0 if split else 1 << 60)
         assert (winograd4._native('input', x) is not None) == compiled
         V = winograd4.input_transform(x, geo)
         M = threads.matmul_stack(U, V)
@@ -155,9 +188,10 @@ def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N,
         gV = threads.matmul_stack(U.transpose(0, 2, 1), gM)
         results.append([V, winograd4.output_transform(M, geo, b), winograd4.output_transform(M, geo),
                         gM, winograd4.input_transform_adjoint(gV, geo)])
-    for numpy_, compiled in zip(*results):
-        assert numpy_.shape == compiled.shape and numpy_.dtype == compiled.dtype
-        np.testing.assert_array_equal(compiled, numpy_)
+    for other in results[1:]:
+        for numpy_, compiled in zip(results[0], other):
+            assert numpy_.shape == compiled.shape and numpy_.dtype == compiled.dtype
+            np.testing.assert_array_equal(compiled, numpy_)
 
 
 @pytest.mark.parametrize('N,C,K,H', [(2, 128, 128, 113), (3, 64, 256, 80)])

@@ -94,9 +94,11 @@ class FastConv2d(conv.Conv2d):
 
     def forward(self, x, w, b=None, stride=1, padding=0):
         self.winograd = None                                    # or the module that computes it
-        if w.dtype == x.dtype and winograd.use_winograd(x.shape, w.shape, stride, x.dtype):
-            wide = winograd4.use_winograd4(x.shape, w.shape, stride, x.dtype)
-            self.winograd = winograd4 if wide else winograd
+        if w.dtype == x.dtype:
+            for module, use in ((winograd4, winograd4.use_winograd4), (winograd, winograd.use_winograd)):
+                if use(x.shape, w.shape, stride, x.dtype):
+                    self.winograd = module
+                    break
         rows = None if self.winograd else band_rows(x, w, stride, padding)
         if not self.winograd and rows is None:
             return super().forward(x, w, b, stride, padding)

@@ -117,9 +117,10 @@ def keep_freed_memory():
     is fixed at 16 MB, there is one arena, and up to 1 GB of free heap is kept: the demos'
     arrays (a few MB) are recycled from the heap (BENCHMARKS.md, session 2), the big arrays of
     a 600-pixel VGG16 step go back to the OS when freed, so the process holds about what it
-    uses rather than each thread's peak (session 8), and the heap is not handed back and
-    faulted in again at every step: with 256 MB kept, a VGG16 step at 224x224 spent 100-170 ms
-    of system time a step on page faults, at 600 px a third of the step (session 11).
+    uses (plus the free heap kept) rather than each thread's peak (session 8), and the heap is
+    not handed back and faulted in again at every step: with 256 MB kept, a VGG16 step at
+    224x224 spent 100-170 ms of system time a step on page faults, and the 600-pixel step
+    took 6-12% longer (session 11).
     `tinyrcnn.speed.enable()` calls this.
     TINYRCNN_DEFAULT_MALLOC=1 leaves malloc alone. Returns True where it took effect (Linux
     with glibc), False elsewhere.

@@ -44,17 +44,24 @@ _SIGNATURES = {'winograd4_input': [_P, _P] + [_I] * 9,                # as in wi
 
 
 def use_winograd4(x_shape, w_shape, stride, dtype):
-    """Where FastConv2d takes F(4x4, 3x3) rather than F(2x2, 3x3): where it would take
-    F(2x2, 3x3) (`winograd.use_winograd`) and max(C, K) * H * W reaches WINOGRAD4_MIN_WORK.
-    Its transformed filters and their gradient hold 36 K C numbers against 16 K C, a cost that
-    only wide layers on large maps (many products, and many tiles per product) repay: it
-    measured faster on 128 channels at 112x112 and 512 at 56x56, slower on 128 at 56x56 and
-    512 at 28x28 (BENCHMARKS.md, session 11). That is VGG16's conv1_2 to conv2_2 at 224x224,
-    conv2_1 to conv4_3 at the paper's 600 px. vgg-tiny at the demo's sizes stays below it
-    (at most 32 x 144 x 192), so the CPU demo keeps F(2x2, 3x3)'s numbers."""
+    """Where FastConv2d takes F(4x4, 3x3), before F(2x2, 3x3) or im2col: 3x3, stride 1,
+    float32 or float64 (float16 would lose ~1e-2 to the coefficients), at least
+    WINOGRAD_MIN_CHANNELS channels in and out, max(C, K) * H * W reaching WINOGRAD4_MIN_WORK,
+    and an image's tiles and products within WINOGRAD_MAX_BYTES each (36 numbers per 4x4
+    outputs: 2.25 per pixel, against F(2x2, 3x3)'s 4). Its transformed filters and their
+    gradient hold 36 K C numbers against 16 K C, a cost that only wide layers on large maps
+    (many products, and many tiles per product) repay: it measured faster on 128 channels at
+    112x112 and 512 at 56x56, slower on 128 at 56x56 and 512 at 28x28 (BENCHMARKS.md, session
+    11). That is VGG16's conv1_2 to conv2_2 at 224x224, conv2_1 to conv4_3 at 600x800 (and
+    600x1000). vgg-tiny at the demo's sizes stays below it (at most 32 x 144 x 240), so the
+    CPU demo keeps F(2x2, 3x3)'s numbers."""
     N, C, H, W = x_shape
-    return (winograd.use_winograd(x_shape, w_shape, stride, dtype)
-            and max(C, w_shape[0]) * H * W >= WINOGRAD4_MIN_WORK)
+    K, _, kh, kw = w_shape
+    tiles = ((H + 3) // 4 + 1) * ((W + 3) // 4 + 1)          # an image's, at most, padding <= 1
+    return (kh == 3 and kw == 3 and stride == 1 and np.dtype(dtype) in (np.float32, np.float64)
+            and min(C, K) >= winograd.WINOGRAD_MIN_CHANNELS
+            and max(C, K) * H * W >= WINOGRAD4_MIN_WORK
+            and 36 * max(C, K) * tiles * np.dtype(dtype).itemsize <= winograd.WINOGRAD_MAX_BYTES)
 
 
 def _native(name, *arrays):
@@ -251,7 +258,7 @@ def backward(gy, saved, need_x=True, need_w=True, need_b=True):
     """Gradients (dx, dw, db) of forward's output; None where not needed."""
     U, V, geo = saved
     gy = np.ascontiguousarray(gy)
-    gM = output_transform_adjoint(gy, geo)
+    gM = output_transform_adjoint(gy, geo) if need_x or need_w else None
     gw = filter_transform_adjoint(winograd.matmul_stack(gM, V.transpose(0, 2, 1))) if need_w else None
     gx = (input_transform_adjoint(winograd.per_image(U.transpose(0, 2, 1), gM, geo.N), geo)
           if need_x else None)
