@@ -271,12 +271,18 @@ def test_compiled_nms_keeps_exactly_the_reference_boxes(dtype, n, thresh, max_ke
 
 
 @pytest.mark.skipif(compiler() is None, reason='needs a C++ compiler (g++)')
+@pytest.mark.parametrize('split', [False, True])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_compiled_adam_takes_the_reference_steps_bit_for_bit(dtype):
+def test_compiled_adam_takes_the_reference_steps_bit_for_bit(dtype, split, monkeypatch):
     """Five Adam steps with weight decay, from the same start: the same weights and moments
-    with the one-pass update as with NumPy's dozen passes, a transposed gradient included."""
+    with the one-pass update as with NumPy's dozen passes, a transposed gradient included;
+    also with every parameter cut in two halves on two threads."""
     from tinyrcnn.optim import Adam
+    from tinyrcnn.speed import threads
     from tinyrcnn.speed.adam import compiled_adam
+    if split:
+        monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
+        monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0)
     rng = np.random.default_rng(0)
     start = [rng.standard_normal(s).astype(dtype) for s in [(64, 27), (64,), (5, 7)]]
     grads = [[rng.standard_normal(a.shape).astype(dtype) for a in start] for _ in range(5)]

@@ -1,9 +1,11 @@
 """Adam's CPU speed path: the update of one parameter in one pass (`adam.cpp`), where
 `optim.Adam.step` makes about a dozen NumPy passes over its arrays (about 10 ms a step for the
 demos' 2.1 million weights). The same operations in the same order and dtype, so the same bits
-(tests/speed/test_speed.py); returns False, and the NumPy code runs, without a compiler or for
-arrays it does not take (another dtype, not contiguous)."""
+(tests/speed/test_speed.py); a large parameter's two halves run on two threads
+(`threads.split_work`: element by element, so the same bits). Returns False, and the NumPy code
+runs, without a compiler or for arrays it does not take (another dtype, not contiguous)."""
 from . import native
+from .threads import split_work
 
 _SIGNATURES = {'adam': [native.pointer] * 4 + [native.i64] + [native.double] * 6}   # adam.cpp
 
@@ -18,6 +20,8 @@ def compiled_adam(p, g, m, v, one_minus_b1, b1, b2, c2, eps, step):
                       optimise='-O2 -ffp-contract=off')
     if fn is None:
         return False
-    fn(*(a.ctypes.data for a in arrays), p.size,
-       *(float(c) for c in (one_minus_b1, b1, b2, c2, eps, step)))
+    addresses, size = [a.ctypes.data for a in arrays], p.itemsize
+    constants = [float(c) for c in (one_minus_b1, b1, b2, c2, eps, step)]
+    split_work(p.size, p.size, lambda lo, hi: fn(*(a + lo * size for a in addresses), hi - lo,
+                                                 *constants))   # halves on two threads, same bits
     return True
