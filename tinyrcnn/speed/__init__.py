@@ -18,7 +18,8 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
     roi_pool         forward vectorised over an RoI's bins          the same
     backward_parts   a step's images (parts) on parallel threads    the same
     nms              the greedy loop in C++ (g++)                   the same
-    adam             Adam's update in one pass, in C++ (g++)        the same
+    adam             Adam's update in one pass, in C++ (g++), in    the same
+                     two halves on two threads
     felzenszwalb     selective search's segmentations, one sort     the same
                      for every k, the merge loop in C++ (g++)
 
