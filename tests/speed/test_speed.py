@@ -217,6 +217,24 @@ def test_backward_parts_on_threads_equals_the_sequential_loop_bit_for_bit():
         np.testing.assert_array_equal(p.data, values)
 
 
+def test_a_replica_has_its_own_modules_and_parameters_on_the_models_arrays():
+    from tinyrcnn.speed.parts import replicate
+    model, _ = _net_and_parts()
+    model.alias, model.table = model[0][0], {'anchors': np.zeros(3)}   # a module reached twice
+    model[2].weight.grad = np.ones_like(model[2].weight.data)
+    replica = replicate(model)
+    assert type(replica) is nn.Sequential and replica is not model
+    assert replica[0] is not model[0] and replica[0][0] is not model[0][0]
+    assert replica.alias is replica[0][0]                          # copied once, kept aliased
+    assert replica.table is model.table                            # other attributes: shared
+    for p, q in zip(model.parameters(), replica.parameters()):
+        assert q is not p and q.data is p.data and q.grad is None
+        assert q.requires_grad == p.requires_grad
+    assert model[2].weight.grad is not None and not replica[0][0].bias.requires_grad
+    replica[0][0].weight = nn.Parameter(np.zeros(1))                # the model is not touched
+    assert model[0][0].weight.data.shape == (4, 3, 3, 3)
+
+
 def test_two_parts_add_into_the_model_gradient_in_either_order_bit_for_bit():
     """With two parts each replica's gradient goes into the model's .grad as it arrives: the
     same floats as the sequential g0 + g1 whichever thread is first (part 0 is held back here

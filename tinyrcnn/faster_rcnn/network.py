@@ -57,13 +57,15 @@ class FasterRCNN(FastRCNN):
         map size and device and kept (read-only): training would otherwise shift and upload
         them again at every step."""
         key = (feat_h, feat_w, device)
-        if key not in self._anchors:
+        anchors = self._anchors.get(key)    # one read and one write: threads may share the cache
+        if anchors is None:
             if len(self._anchors) >= 64:                           # many image sizes: start over
                 self._anchors.clear()
             anchors = shift_anchors(self.base_anchors, feat_h, feat_w, self.feat_stride)
             anchors.flags.writeable = False
-            self._anchors[key] = anchors if device == 'cpu' else backend.to_device(anchors, device)
-        return self._anchors[key]                                  # (HWA, 4)
+            anchors = anchors if device == 'cpu' else backend.to_device(anchors, device)
+            self._anchors[key] = anchors
+        return anchors                                             # (HWA, 4)
 
     def propose(self, logits, deltas, im_info, mode=None):
         """RPN outputs (arrays, one image) -> proposals (P, 4) float32 NumPy in input pixels and

@@ -5,8 +5,8 @@ crops) one after the other. NumPy and OpenBLAS release Python's lock while they 
 threads that each run the forward and backward pass of their own part keep two cores busy,
 where one graph leaves OpenBLAS's second thread idle on a CPU-sized network's small matrices.
 
-Each thread builds its graph on its own replica of the model: new Parameter objects that share
-the model's arrays. With two parts, a replica's gradient goes straight into the model's .grad
+Each thread builds its graph on its own replica of the model: new module and Parameter objects
+that share the model's arrays (and its other attributes). With two parts, a replica's gradient goes straight into the model's .grad
 as soon as it is computed, the second to arrive added in place to the first: g0 + g1 and
 g1 + g0 are the same floats (IEEE addition is commutative, though not associative), so the
 result is the sequential loop's, bit for bit, whatever the threads' timing, and a step holds
@@ -19,7 +19,7 @@ thread turns off graph recording meanwhile (`no_grad` is one flag for the whole 
 import copy
 import threading
 
-from ..nn import Parameter
+from ..nn import Module, Parameter
 from .threads import blas_threads, thread_pool
 
 
@@ -41,16 +41,24 @@ class _IntoModelGrad(Parameter):
 
 
 def replicate(model):
-    """A copy of `model` whose parameters are new Parameters on the same arrays (no copy)."""
+    """A copy of `model` for one thread: each module a new object, each parameter a new
+    Parameter on the same array (no copy), and every other attribute the model's own object,
+    shared rather than copied (the forward pass changes no state; see the module's docstring).
+    A module or parameter reached twice is copied once. About 0.1 ms for a detection network,
+    where `copy.deepcopy` of everything but the arrays took 3 ms a replica (session 11)."""
     memo = {}
-    for p in model.parameters():
-        memo[id(p.data)] = p.data
-        if p.grad is not None:
-            memo[id(p.grad)] = p.grad
-    replica = copy.deepcopy(model, memo)
-    for p in replica.parameters():
-        p.grad = None
-    return replica
+
+    def copied(value):
+        if id(value) not in memo:
+            twin = memo[id(value)] = copy.copy(value)      # new object, the same attributes
+            if isinstance(value, Parameter):
+                twin.grad = None
+            else:
+                for name, v in vars(value).items():
+                    if isinstance(v, (Module, Parameter)):
+                        vars(twin)[name] = copied(v)
+        return memo[id(value)]
+    return copied(model)
 
 
 def backward_parts_on_threads(run, parts, model, threads):
