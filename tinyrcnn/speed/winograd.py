@@ -47,13 +47,19 @@ _SIGNATURES = {'winograd_input': [_P, _P] + [_I] * 9,                 # as in wi
 
 
 def _native(name, *arrays):
-    """winograd.cpp's function `name` for these arrays' one dtype, or None: NATIVE off, no
-    compiler, mixed dtypes or one it is not built for. (The callers make the arrays contiguous.)"""
+    """winograd.cpp's function `name` for these arrays' one dtype, or None (`compiled`)."""
+    return compiled('winograd.cpp', f'winograd_{name}', arrays, _SIGNATURES,
+                    'Winograd runs its NumPy transforms', '-O3')   # -O3: vectorised
+
+
+def compiled(filename, name, arrays, signatures, fallback, optimise):
+    """`native.typed`'s function `name` of `filename` for these arrays' one dtype, or None:
+    NATIVE off, no compiler, mixed dtypes or one it is not built for. (The callers make the
+    arrays contiguous.) winograd4.py's transforms come through here too."""
     dtypes = {a.dtype for a in arrays if a is not None}
     if not NATIVE or len(dtypes) != 1:
         return None
-    return native.typed('winograd.cpp', f'winograd_{name}', dtypes.pop(), _SIGNATURES,
-                        'Winograd runs its NumPy transforms', optimise='-O3')   # -O3: vectorised
+    return native.typed(filename, name, dtypes.pop(), signatures, fallback, optimise=optimise)
 
 
 def _split(fn, channels, elements, *args):
@@ -302,16 +308,18 @@ def backward(gy, saved, need_x=True, need_w=True, need_b=True):
 
 
 class Winograd3x3(Function):
-    """3x3, stride-1 convolution by F(2x2, 3x3), for any size (`conv3x3`)."""
+    """3x3, stride-1 convolution by F(2x2, 3x3), for any size (`conv3x3`). A subclass with
+    other `pipeline` functions runs another tiling (`winograd4.Winograd4x4`)."""
+    pipeline = staticmethod(forward), staticmethod(backward)
 
     def forward(self, x, w, b=None, padding=1):
         self.has_b = b is not None
-        y, self.saved = forward(x, w, b, padding)
+        y, self.saved = self.pipeline[0](x, w, b, padding)
         return y
 
     def backward(self, gy):
         need = self.needs_input_grad
-        return backward(gy, self.saved, need[0], need[1], self.has_b and need[2])
+        return self.pipeline[1](gy, self.saved, need[0], need[1], self.has_b and need[2])
 
 
 def conv3x3(x, w, b=None, padding=1):

@@ -24,7 +24,6 @@ operations; `winograd4.cpp` runs the same sequence in one pass over memory, bit-
 """
 import numpy as np
 
-from ..tensor import Function
 from . import native, winograd
 from .threads import split_work
 
@@ -65,13 +64,10 @@ def use_winograd4(x_shape, w_shape, stride, dtype):
 
 
 def _native(name, *arrays):
-    """winograd4.cpp's function `name` for these arrays' one dtype, or None (as winograd._native)."""
-    dtypes = {a.dtype for a in arrays if a is not None}
-    if not winograd.NATIVE or len(dtypes) != 1:
-        return None
-    return native.typed('winograd4.cpp', f'winograd4_{name}', dtypes.pop(), _SIGNATURES,
-                        'Winograd F(4x4, 3x3) runs its NumPy transforms',
-                        optimise='-O3 -ffp-contract=off')   # no fused multiply-adds: same bits
+    """winograd4.cpp's function `name` for these arrays' one dtype, or None (`winograd.compiled`)."""
+    return winograd.compiled('winograd4.cpp', f'winograd4_{name}', arrays, _SIGNATURES,
+                             'Winograd F(4x4, 3x3) runs its NumPy transforms',
+                             '-O3 -ffp-contract=off')   # no fused multiply-adds: the same bits
 
 
 def _combine(coefficients, terms, out):
@@ -266,17 +262,9 @@ def backward(gy, saved, need_x=True, need_w=True, need_b=True):
     return gx, gw, gb
 
 
-class Winograd4x4(Function):
+class Winograd4x4(winograd.Winograd3x3):
     """3x3, stride-1 convolution by F(4x4, 3x3), for any size (`conv3x3_4x4`)."""
-
-    def forward(self, x, w, b=None, padding=1):
-        self.has_b = b is not None
-        y, self.saved = forward(x, w, b, padding)
-        return y
-
-    def backward(self, gy):
-        need = self.needs_input_grad
-        return backward(gy, self.saved, need[0], need[1], self.has_b and need[2])
+    pipeline = staticmethod(forward), staticmethod(backward)
 
 
 def conv3x3_4x4(x, w, b=None, padding=1):
