@@ -28,11 +28,11 @@ from .proposals import dataset_proposals, selective_search
 from .train import FasterTrainConfig, TrainConfig, make_trainer
 from .viz import draw_detections, plot_pr_curves
 
-# The CPU demos: a small trunk, and a demo of about five minutes on two cores. Sec. 2.2 starts
+# The CPU demos: a small trunk, and a demo of three to five minutes on two cores. Sec. 2.2 starts
 # from an ImageNet classifier; the small trunk's stand-in is shipped: vgg-tiny with fc6/fc7
 # trained to classify crops of shapes in 2000 rendered images that are not demo images
 # (`assets/vgg_tiny_shapes.npz`, made by `python -m tinyrcnn pretrain --out PRETRAINED`, 8
-# minutes on two cores; `train.pretrain.pretrain_vgg_tiny`). The demo fine-tunes it for
+# to 10 minutes on two cores; `train.pretrain.pretrain_vgg_tiny`). The demo fine-tunes it for
 # detection, with a new classifier and box regressor as in Sec. 2.2. Adam, no dropout and no
 # weight decay: settings for a short run, not the papers'. The two images of a mini-batch are
 # computed as two parts, on two threads (`train.parts`, `tinyrcnn.speed`).
@@ -64,9 +64,9 @@ GPU_FASTER_DEMO = dict(CPU_FASTER_DEMO, device='cuda')
 
 # Fast R-CNN's training images get selective search's 'single' strategy (one hierarchy, about
 # 60 boxes per demo image, under half the time of 'fast'), its test images the 'fast' mode
-# (8 hierarchies, about 400 boxes): 'fast' on all 1100 images would take a third of the demo's
-# five minutes. In one comparison (seed 0, 1000 iterations) the cheaper training boxes cost
-# 0.02 mAP: 0.818 against 0.838.
+# (8 hierarchies, about 400 boxes): 'fast' on the training images too would add about 25 s with
+# the felzenszwalb speed path (70 s without). In one comparison (seed 0, 1000 iterations) the
+# cheaper training boxes cost 0.02 mAP: 0.818 against 0.838.
 DEMOS = {  # model -> (settings class, CPU settings, GPU settings, data set and proposals)
     'fast': (TrainConfig, CPU_DEMO, GPU_DEMO,
              dict(num_train=1000, num_test=100, train_proposals='single', test_proposals='fast')),
