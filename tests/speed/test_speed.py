@@ -110,8 +110,13 @@ def test_conv2d_forward_in_bands_unfolds_no_more_than_a_band(stride, padding, fa
     assert tr.gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
 
 
+@pytest.mark.parametrize('compiled', [True, False])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_max_pool2d_2x2_path_equals_the_reference(dtype):
+def test_max_pool2d_2x2_path_equals_the_reference(dtype, compiled, monkeypatch):
+    if compiled:
+        assert layers._compiled('max_pool_2x2', np.zeros(1, dtype)) is not None   # g++ here
+    else:
+        monkeypatch.setattr(layers, '_compiled', lambda name, x: None)   # NumPy's passes
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, (2, 3, 7, 9)).astype(dtype)       # odd sides and many ties
     x[0, 0, 2:4, 4:6] = np.nan                                 # one window with a NaN ...
@@ -122,12 +127,27 @@ def test_max_pool2d_2x2_path_equals_the_reference(dtype):
         np.testing.assert_array_equal(F.max_pool2d(tr.Tensor(x), 2).data, y_ref)
     x = x[:, :, :, ::-1].copy()
     x[np.isnan(x)] = 1
+    x[1, 2, 0, :4] = [-0.0, 0.0, 0.0, -0.0]                   # a tie of zeros: the first's sign
+    x[1, 2, 1, :4] = -1
     y_ref, argmax = pool._forward_cpu(x, 2, 2, Ho, Wo)
     y, winner = layers._forward_2x2(x, Ho, Wo)
     np.testing.assert_array_equal(y, y_ref)
+    assert np.array_equal(np.signbit(y), np.signbit(y_ref))
+    assert np.signbit(y[1, 2, 0, :2]).tolist() == [True, False]
     gy = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_array_equal(layers._backward_2x2(gy, winner, x.shape),
-                                  pool._backward_cpu(gy, argmax, x.shape, False))
+    gy[0, 1, 1, 1] = np.inf                                    # zero, not inf * 0, beside it
+    gx = layers._backward_2x2(gy, winner, x.shape)
+    np.testing.assert_array_equal(gx, pool._backward_cpu(gy, argmax, x.shape, False))
+    assert np.isinf(gx).sum() == 1 and not np.isnan(gx).any()
+    big = rng.standard_normal((2, 64, 40, 40)).astype(dtype)   # two threads, planes split
+    y_ref, argmax = pool._forward_cpu(big, 2, 2, 20, 20)
+    y, winner = layers._forward_2x2(big, 20, 20)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(layers._backward_2x2(gy, winner, big.shape),
+                                  pool._backward_cpu(gy, argmax, big.shape, False))
+    big[1, 63, 39, 39] = np.nan                                # a NaN in the second half only
+    assert layers._forward_2x2(big, 20, 20) is None
 
 
 def test_relu_is_bit_for_bit_and_takes_strided_input():

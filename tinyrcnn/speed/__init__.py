@@ -12,7 +12,8 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
                      3x3) for 3x3 layers of 16+ channels, F(4x4,    and the full conv: float
                      3x3) for wide ones on large maps, their tile   rounding (another order;
                      transforms in C++ (g++); dx as a full conv     F(4x4, 3x3): ~1e-5)
-    max_pool2d       2x2/stride-2 windows by element-wise maxima    the same
+    max_pool2d       2x2/stride-2 windows in one pass in C++ (g++)  the same
+                     (else three element-wise maxima)
     relu             one pass in two halves on two threads          the same
     linear           products in OpenBLAS's faster orientation      float rounding
     roi_pool         forward vectorised over an RoI's bins          the same

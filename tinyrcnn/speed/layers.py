@@ -3,7 +3,12 @@ reference ops, except the linear layer's products (the same sums in another BLAS
 import numpy as np
 
 from ..ops import activation, linear, pool
+from . import native
 from .threads import split_work
+
+_P, _I = native.pointer, native.i64
+_POOL_SIGNATURES = {'max_pool_2x2': [_P, _P, _P] + [_I] * 6 + [_P],       # as in max_pool.cpp
+                    'max_pool_2x2_backward': [_P, _P, _P] + [_I] * 6}
 
 
 # ----- max pooling: VGG's 2x2 windows, stride 2 -------------------------------------------------
@@ -14,13 +19,29 @@ def _quarters(x, Ho, Wo):
     return v[:, :, 0::2, 0::2], v[:, :, 0::2, 1::2], v[:, :, 1::2, 0::2], v[:, :, 1::2, 1::2]
 
 
+def _compiled(name, x):
+    """max_pool.cpp's function `name` for x's dtype where x is C-contiguous, else None."""
+    if not x.flags.c_contiguous:
+        return None
+    return native.typed('max_pool.cpp', name, x.dtype, _POOL_SIGNATURES,
+                        'max pooling runs its NumPy passes', optimise='-O2')
+
+
 def _forward_2x2(x, Ho, Wo):
     """y and `winner` (N, C, Ho, Wo) int8 in 0..3, the first of the four pixels equal to the
     maximum; None when a NaN makes the comparisons useless (the reference then handles it).
-    Three element-wise maxima instead of a reduction over a copied window array."""
-    N, C = x.shape[:2]
+    One pass in C++ (`max_pool.cpp`) where g++ builds it, else three element-wise maxima
+    instead of a reduction over a copied window array; both on two threads."""
+    N, C, H, W = x.shape
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     winner = np.empty((N, C, Ho, Wo), dtype=np.int8)
+    fn = _compiled('max_pool_2x2', x)
+    if fn is not None:
+        flags = np.zeros(2, dtype=np.int64)                 # a NaN flag for each thread
+        args = x.ctypes.data, y.ctypes.data, winner.ctypes.data, H, W, Ho, Wo
+        split_work(N * C, x.size,
+                   lambda lo, hi: fn(*args, lo, hi, flags.ctypes.data + 8 * (lo > 0)))
+        return None if flags.any() else (y, winner)
     nan = []
 
     def part(lo, hi):                                   # channels lo:hi
@@ -33,18 +54,30 @@ def _forward_2x2(x, Ho, Wo):
         w[...] = np.where(c == m, np.int8(2), np.int8(3))
         w[b == m] = 1
         w[a == m] = 0                    # written last: the first maximum wins, as argmax
+        zero = m == 0                    # -0 == 0: a maximum may carry another pixel's sign
+        if zero.any():
+            for q, pixel in enumerate((a, b, c, d)):
+                np.copyto(m, pixel, where=zero & (w == q))    # the winner's own value
         nan.append(bool(np.isnan(m).any()))
     split_work(C, x.size, part)
     return None if any(nan) else (y, winner)
 
 
 def _backward_2x2(gy, winner, shape):
+    """gx: gy at each window's winner, zero elsewhere (the reference's assignment)."""
+    N, C, H, W = shape
+    fn = _compiled('max_pool_2x2_backward', gy)
+    if fn is not None:
+        gx = np.empty(shape, dtype=gy.dtype)
+        args = gy.ctypes.data, winner.ctypes.data, gx.ctypes.data, H, W, gy.shape[2], gy.shape[3]
+        split_work(N * C, gx.size, lambda lo, hi: fn(*args, lo, hi))
+        return gx
     gx = np.zeros(shape, dtype=gy.dtype)
 
     def part(lo, hi):                                   # channels lo:hi
         for q, view in enumerate(_quarters(gx[:, lo:hi], gy.shape[2], gy.shape[3])):
-            np.multiply(gy[:, lo:hi], winner[:, lo:hi] == q, out=view)
-    split_work(shape[1], gx.size, part)
+            np.copyto(view, gy[:, lo:hi], where=winner[:, lo:hi] == q)
+    split_work(C, gx.size, part)
     return gx
 
 
