@@ -18,6 +18,7 @@ def test_every_data_file_of_the_package_is_in_its_package_data():
         data += [os.path.relpath(os.path.join(folder, f), package) for f in files
                  if not f.endswith(('.py', '.pyc'))]
     assert {'speed/felzenszwalb.cpp', 'speed/winograd.cpp', 'speed/winograd4.cpp', 'speed/nms.cpp',
-            'speed/adam.cpp', 'speed/max_pool.cpp', 'assets/vgg_tiny_shapes.npz'} <= set(data)
+            'speed/adam.cpp', 'speed/max_pool.cpp', 'speed/roi_pool.cpp',
+            'assets/vgg_tiny_shapes.npz'} <= set(data)
     missing = [p for p in data if not any(fnmatch.fnmatch(p, g) for g in globs)]
     assert not missing, f'add them to [tool.setuptools.package-data] in pyproject.toml: {missing}'

@@ -11,9 +11,9 @@ import tinyrcnn.functional as F
 from tinyrcnn import backend, nn, speed
 from tinyrcnn.kernels.cpu import compiler
 from tinyrcnn.ops import conv, pool
-from tinyrcnn.ops.roi_pool import _forward_numpy
+from tinyrcnn.ops.roi_pool import _backward_numpy, _forward_numpy
 from tinyrcnn.speed import layers
-from tinyrcnn.speed.roi_pool import forward_numpy as fast_roi_forward
+from tinyrcnn.speed import roi_pool as fast_roi
 from tinyrcnn.speed.threads import blas_threads
 from tinyrcnn.train.parts import backward_parts
 from helpers import awkward_map, distinct, edge_rois
@@ -184,15 +184,24 @@ def test_linear_products_in_the_other_orientation_agree_to_rounding(N):
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_roi_pool_vectorised_forward_is_bit_for_bit(dtype):
+@pytest.mark.parametrize('forward', ['compiled', 'vectorised'])
+def test_roi_pool_fast_paths_are_bit_for_bit(dtype, forward):
+    fast = fast_roi.forward if forward == 'compiled' else fast_roi.forward_numpy
+    if forward == 'compiled':
+        assert fast_roi._compiled('roi_pool_forward', dtype) is not None    # g++ is here
     x = awkward_map(dtype)                                        # ties, -inf, NaN, -0.0
     rois = edge_rois(11, 14, 1 / 16, seed=12, R=40).astype(dtype)
-    for output_size in [(7, 7), (2, 5), (13, 11), (1, 1)]:
-        y_ref, argmax_ref = _forward_numpy(x, rois, output_size, 1 / 16)
-        y, argmax = fast_roi_forward(x, rois, output_size, 1 / 16)
-        np.testing.assert_array_equal(argmax, argmax_ref)
-        np.testing.assert_array_equal(y, y_ref)                  # NaN == NaN here
-        assert np.array_equal(np.signbit(y), np.signbit(y_ref))
+    wide = np.random.default_rng(5).standard_normal((2, 64, 11, 14)).astype(dtype)  # two threads
+    for x in (x, wide):
+        for output_size in [(7, 7), (2, 5), (13, 11), (1, 1)]:
+            y_ref, argmax_ref = _forward_numpy(x, rois, output_size, 1 / 16)
+            y, argmax = fast(x, rois, output_size, 1 / 16)
+            np.testing.assert_array_equal(argmax, argmax_ref)
+            np.testing.assert_array_equal(y, y_ref)              # NaN == NaN here
+            assert np.array_equal(np.signbit(y), np.signbit(y_ref))
+            gy = np.random.default_rng(6).standard_normal(y.shape).astype(dtype)
+            gx_ref = _backward_numpy(gy, argmax_ref, rois, x.shape)   # overlapping RoIs add up
+            np.testing.assert_array_equal(fast_roi.backward(gy, argmax, rois, x.shape), gx_ref)
 
 
 def _net_and_parts(seed=0):

@@ -16,7 +16,8 @@ small CPU, and nothing outside it imports it. `enable()` registers each fast pat
                      (else three element-wise maxima)
     relu             one pass in two halves on two threads          the same
     linear           products in OpenBLAS's faster orientation      float rounding
-    roi_pool         forward vectorised over an RoI's bins          the same
+    roi_pool         both passes in C++ (g++), a bin's channels     the same
+                     at once (else the forward vectorised in NumPy)
     backward_parts   a step's images (parts) on parallel threads    the same
     nms              the greedy loop in C++ (g++)                   the same
     adam             Adam's update in one pass, in C++ (g++), in    the same

@@ -1,14 +1,30 @@
-"""RoI pooling's CPU speed path: the forward pass vectorised over the bins of an RoI.
+"""RoI pooling's CPU speed path: both passes in C++, or the forward vectorised over an RoI's bins.
 
-The reference (`ops.roi_pool._forward_numpy`) visits every bin of every RoI in Python. Here each
-RoI is one step: the bins' windows are gathered as index arrays (padded to the longest bin by
-repeating an index, harmless under max) and reduced in two passes, over columns then rows. A
-max over windows loses which pixel won, so the max is taken over int64 keys that order pixels
-by value and then by scan position: its low bits give the argmax. Same outputs, bit for bit.
+The reference (`ops.roi_pool._forward_numpy`) visits every bin of every RoI in Python, and its
+backward calls np.add.at once per RoI. Where g++ builds it, `roi_pool.cpp` reads the map
+channels-last and scans each bin's pixels once for all its channels (each channel in the CUDA
+kernel's scan order; RoIs split over two threads), and adds the gradients back in the
+reference's order (channels split over two threads). Without a compiler, each RoI is
+one NumPy step (`forward_numpy`): the bins' windows are gathered as index arrays (padded to the
+longest bin by repeating an index, harmless under max) and reduced in two passes, over columns
+then rows. A max over windows loses which pixel won, so the max is taken over int64 keys that
+order pixels by value and then by scan position: its low bits give the argmax. Same outputs as
+the reference either way, bit for bit.
 """
 import numpy as np
 
-from ..ops.roi_pool import RoIPool, bin_edges
+from ..ops.roi_pool import RoIPool, _backward_numpy, bin_edges
+from . import native
+from .threads import split_work
+
+_P, _I = native.pointer, native.i64
+_SIGNATURES = {'roi_pool_forward': [_P] * 8 + [_I] * 7,             # as in roi_pool.cpp
+               'roi_pool_backward': [_P] * 4 + [_I] * 7}
+
+
+def _compiled(name, dtype):
+    return native.typed('roi_pool.cpp', name, dtype, _SIGNATURES,
+                        'RoI pooling runs its NumPy passes', optimise='-O3')   # vectorised
 
 
 def _order_keys(x):
@@ -67,5 +83,45 @@ def forward_numpy(x, rois, output_size, spatial_scale):
     return y, argmax
 
 
+def forward(x, rois, output_size, spatial_scale):
+    """`ops.roi_pool._forward_numpy`, bit for bit, in C++ (`roi_pool.cpp`) where it builds, else
+    `forward_numpy`."""
+    fn = _compiled('roi_pool_forward', x.dtype)
+    if fn is None:
+        return forward_numpy(x, rois, output_size, spatial_scale)
+    N, C, H, W = x.shape
+    out_h, out_w = output_size
+    R = len(rois)
+    edges = [np.ascontiguousarray(e) for e in bin_edges(rois, spatial_scale, output_size, H, W)]
+    batch = rois[:, 0].astype(np.int64)
+    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))     # channels last: one vector a pixel
+    y = np.empty((R, C, out_h, out_w), dtype=x.dtype)
+    argmax = np.empty((R, C, out_h, out_w), dtype=np.int64)
+    args = [a.ctypes.data for a in [xt, batch] + edges + [y, argmax]] + [C, H, W, out_h, out_w]
+    split_work(R, y.size * 4, lambda r0, r1: fn(*args, r0, r1))
+    return y, argmax
+
+
+def backward(gy, argmax, rois, shape):
+    """`ops.roi_pool._backward_numpy`, bit for bit: each output's gradient added to its winner
+    in the reference's order, in C++ where it builds."""
+    fn = _compiled('roi_pool_backward', gy.dtype)
+    if fn is None:
+        return _backward_numpy(gy, argmax, rois, shape)
+    N, C, H, W = shape
+    gy, argmax = np.ascontiguousarray(gy), np.ascontiguousarray(argmax, dtype=np.int64)
+    batch = rois[:, 0].astype(np.int64)
+    gx = np.zeros(shape, dtype=gy.dtype)
+    args = [a.ctypes.data for a in (gy, argmax, batch, gx)] + [len(rois), C, H, W,
+                                                               argmax.shape[2] * argmax.shape[3]]
+    split_work(C, gx.size + gy.size, lambda c0, c1: fn(*args, c0, c1))
+    return gx
+
+
 class FastRoIPool(RoIPool):
-    forward_numpy = staticmethod(forward_numpy)
+    forward_numpy = staticmethod(forward)
+
+    def backward(self, gy):
+        if self.on_gpu:
+            return super().backward(gy)
+        return backward(gy, self.argmax, self.rois, self.shape), None
