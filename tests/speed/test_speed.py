@@ -110,13 +110,24 @@ def test_conv2d_forward_in_bands_unfolds_no_more_than_a_band(stride, padding, fa
     assert tr.gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), [x, w, b])
 
 
-@pytest.mark.parametrize('compiled', [True, False])
+def split_in_two(monkeypatch):
+    """Every `threads.split_work` call cut in two halves on two threads, however small."""
+    from tinyrcnn.speed import threads
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 0)
+
+
+@pytest.mark.parametrize('compiled', [pytest.param(True, marks=pytest.mark.skipif(
+    compiler() is None, reason='needs a C++ compiler (g++)')), False])
+@pytest.mark.parametrize('split', [False, True])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_max_pool2d_2x2_path_equals_the_reference(dtype, compiled, monkeypatch):
+def test_max_pool2d_2x2_path_equals_the_reference(dtype, split, compiled, monkeypatch):
     if compiled:
-        assert layers._compiled('max_pool_2x2', np.zeros(1, dtype)) is not None   # g++ here
+        assert layers._compiled('max_pool_2x2', np.zeros(1, dtype)) is not None
     else:
         monkeypatch.setattr(layers, '_compiled', lambda name, x: None)   # NumPy's passes
+    if split:
+        split_in_two(monkeypatch)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, (2, 3, 7, 9)).astype(dtype)       # odd sides and many ties
     x[0, 0, 2:4, 4:6] = np.nan                                 # one window with a NaN ...
@@ -139,13 +150,14 @@ def test_max_pool2d_2x2_path_equals_the_reference(dtype, compiled, monkeypatch):
     gx = layers._backward_2x2(gy, winner, x.shape)
     np.testing.assert_array_equal(gx, pool._backward_cpu(gy, argmax, x.shape, False))
     assert np.isinf(gx).sum() == 1 and not np.isnan(gx).any()
-    big = rng.standard_normal((2, 64, 40, 40)).astype(dtype)   # two threads, planes split
-    y_ref, argmax = pool._forward_cpu(big, 2, 2, 20, 20)
-    y, winner = layers._forward_2x2(big, 20, 20)
-    np.testing.assert_array_equal(y, y_ref)
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_array_equal(layers._backward_2x2(gy, winner, big.shape),
-                                  pool._backward_cpu(gy, argmax, big.shape, False))
+    big = rng.standard_normal((2, 64, 40, 40)).astype(dtype)
+    for x in (big, big[:, :, :, ::-1]):                        # strided: NumPy's forward
+        y_ref, argmax = pool._forward_cpu(x, 2, 2, 20, 20)
+        y, winner = layers._forward_2x2(x, 20, 20)
+        np.testing.assert_array_equal(y, y_ref)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        np.testing.assert_array_equal(layers._backward_2x2(gy, winner, x.shape),
+                                      pool._backward_cpu(gy, argmax, x.shape, False))
     big[1, 63, 39, 39] = np.nan                                # a NaN in the second half only
     assert layers._forward_2x2(big, 20, 20) is None
 
@@ -183,12 +195,17 @@ def test_linear_products_in_the_other_orientation_agree_to_rounding(N):
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5 * np.abs(r).max())
 
 
+@pytest.mark.parametrize('split', [False, True])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-@pytest.mark.parametrize('forward', ['compiled', 'vectorised'])
-def test_roi_pool_fast_paths_are_bit_for_bit(dtype, forward):
+@pytest.mark.parametrize('forward', [pytest.param('compiled', marks=pytest.mark.skipif(
+    compiler() is None, reason='needs a C++ compiler (g++)')), 'vectorised'])
+def test_roi_pool_fast_paths_are_bit_for_bit(dtype, forward, split, monkeypatch):
+    """Both forwards, and the backward (C++ where g++ builds it), against the reference."""
     fast = fast_roi.forward if forward == 'compiled' else fast_roi.forward_numpy
     if forward == 'compiled':
-        assert fast_roi._compiled('roi_pool_forward', dtype) is not None    # g++ is here
+        assert fast_roi._compiled('roi_pool_forward', dtype) is not None
+    if split:
+        split_in_two(monkeypatch)                                 # RoIs, then channels, halved
     x = awkward_map(dtype)                                        # ties, -inf, NaN, -0.0
     rois = edge_rois(11, 14, 1 / 16, seed=12, R=40).astype(dtype)
     wide = np.random.default_rng(5).standard_normal((2, 64, 11, 14)).astype(dtype)  # two threads
@@ -202,6 +219,15 @@ def test_roi_pool_fast_paths_are_bit_for_bit(dtype, forward):
             gy = np.random.default_rng(6).standard_normal(y.shape).astype(dtype)
             gx_ref = _backward_numpy(gy, argmax_ref, rois, x.shape)   # overlapping RoIs add up
             np.testing.assert_array_equal(fast_roi.backward(gy, argmax, rois, x.shape), gx_ref)
+
+
+def test_roi_pool_maps_too_large_for_32_bit_pixel_indices_take_numpy(monkeypatch):
+    x, rois = awkward_map(np.float32), edge_rois(11, 14, 1 / 16, R=5).astype(np.float32)
+    monkeypatch.setattr(fast_roi, 'MAX_PIXELS', 11 * 14 - 1)     # as if H * W were 2**31
+    taken = []
+    monkeypatch.setattr(fast_roi, 'forward_numpy', lambda *a: taken.append(1) or _forward_numpy(*a))
+    y, argmax = fast_roi.forward(x, rois, (2, 2), 1 / 16)
+    assert taken == [1] and np.array_equal(argmax, _forward_numpy(x, rois, (2, 2), 1 / 16)[1])
 
 
 def _net_and_parts(seed=0):

@@ -18,6 +18,7 @@ from . import native
 from .threads import split_work
 
 _P, _I = native.pointer, native.i64
+MAX_PIXELS = 2 ** 31 - 1              # roi_pool.cpp keeps a plane's pixel indices in 32 bits
 _SIGNATURES = {'roi_pool_forward': [_P] * 8 + [_I] * 7,             # as in roi_pool.cpp
                'roi_pool_backward': [_P] * 4 + [_I] * 7}
 
@@ -86,10 +87,10 @@ def forward_numpy(x, rois, output_size, spatial_scale):
 def forward(x, rois, output_size, spatial_scale):
     """`ops.roi_pool._forward_numpy`, bit for bit, in C++ (`roi_pool.cpp`) where it builds, else
     `forward_numpy`."""
-    fn = _compiled('roi_pool_forward', x.dtype)
-    if fn is None:
-        return forward_numpy(x, rois, output_size, spatial_scale)
     N, C, H, W = x.shape
+    fn = _compiled('roi_pool_forward', x.dtype)
+    if fn is None or H * W > MAX_PIXELS:
+        return forward_numpy(x, rois, output_size, spatial_scale)
     out_h, out_w = output_size
     R = len(rois)
     edges = [np.ascontiguousarray(e) for e in bin_edges(rois, spatial_scale, output_size, H, W)]
