@@ -151,8 +151,8 @@ print('1x1 level == max over each window: ok')
 # SPPnet's cost grows with the number of proposals too, but each proposal adds a pooling step
 # instead of a CNN pass. We time the pyramid for 1 to 1000 RoIs twice: with the reference RoI
 # pooling (`ops/roi_pool.py`, a Python loop over RoIs and bins, the readable spec) and with the
-# speed path this chapter turned on (`speed/roi_pool.py`, vectorised over an RoI's bins, still
-# one Python step per RoI). A straight-line fit gives the cost per RoI.
+# speed path this chapter turned on (`speed/roi_pool.py`: C++, every channel of a bin at once,
+# where g++ is installed). A straight-line fit gives the cost per RoI.
 
 # %%
 R_values = [1, 10, 50, 200, 1000]
@@ -205,9 +205,9 @@ plt.show()
 # Per proposal, pooling is far cheaper than R-CNN's CNN pass (the ratio printed above): that is
 # SPPnet's speed-up. Whether pooling is also cheap *next to the convolutions* depends on both
 # sides, and this chapter is not the papers' setting. Its trunk is tiny, so one conv pass is
-# quick, and its pooling runs one Python step per RoI (per RoI and bin in the reference): a
-# modest number of RoIs already costs as much as the whole conv pass (the break-even printed
-# above). In the papers the conv layers do far more work (VGG16 at 600 x 1000: the multiply-adds
+# quick, and its pooling runs on a CPU core or two, one pass over each RoI's pixels per pyramid
+# level (one Python step per RoI and bin in the reference): a few hundred RoIs already cost as
+# much as the whole conv pass (the break-even printed above). In the papers the conv layers do far more work (VGG16 at 600 x 1000: the multiply-adds
 # printed above) and RoI pooling is a CUDA kernel with one thread per output: in Fast R-CNN's
 # timing of VGG16 on 2000 RoIs (Fig. 2) RoI pooling takes about 5 % of the time, the conv
 # layers about 46 %. The GPU section below runs that kernel.
