@@ -30,6 +30,20 @@ def test_roi_pool_rows_show_the_reference_beside_the_speed_path():
     assert rows[-1][0] == 'roi_pool forward, 3 RoIs, reference loop (cpu)' and rows[-1][1] > 0
 
 
+def test_the_header_names_the_cpu_its_family_and_avx512(tmp_path, capsys):
+    from tinyrcnn.bench import common
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n'
+                    'model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n'
+                    'processor\t: 1\nmodel name\t: another\n')
+    assert common.cpu_text(str(info)) == 'AMD EPYC, family 25 model 17, AVX-512'
+    info.write_text('model name\t: Intel(R) Xeon(R)\ncpu family\t: 6\nmodel\t\t: 85\nflags\t\t: avx2\n')
+    assert common.cpu_text(str(info)) == 'Intel(R) Xeon(R), family 6 model 85, no AVX-512'
+    assert common.cpu_text(str(tmp_path / 'missing'))            # platform's name instead
+    bench.run('cpu', only=['nms'], repeats=1, quick=True)
+    assert f'tinyrcnn bench on cpu ({common.cpu_text()});' in capsys.readouterr().out
+
+
 def test_timeit_pair_runs_the_two_sides_in_turns():
     from tinyrcnn.bench import common
     order = []

@@ -10,7 +10,7 @@ checks that both sides agree before it times them. Speed targets live here, not 
     detect.py           detection per image, both detectors              --only detect
     proposals.py        selective search next to OpenCV's, with recall  --only selective_search
 """
-from .common import threads_text, timeit, torch_or_none, torchvision_or_none
+from .common import cpu_text, threads_text, timeit, torch_or_none, torchvision_or_none
 from .detect import bench_detect
 from .layers import bench_nms_reference, bench_roi_pool, bench_roi_pool_reference, bench_vgg16_trunk
 from .proposals import bench_selective_search
@@ -61,7 +61,8 @@ def run(device='cpu', only=None, repeats=3, out=print, quick=False):
         raise ValueError(f'unknown benchmark(s) {unknown}; choose from {sorted(suites)}')
     torch = torch_or_none(device)
     ref_name = f'torch {torch.__version__}' if torch is not None else 'no PyTorch'
-    out(f'tinyrcnn bench on {device}; reference: {ref_name}; threads: {threads_text(torch)}')
+    out(f'tinyrcnn bench on {device} ({cpu_text()}); reference: {ref_name}; '
+        f'threads: {threads_text(torch)}')
     out(f"{'benchmark':<58} {'tinyrcnn':>10} {'reference':>10} {'ratio':>7}")
     rows = []
     for name in names:

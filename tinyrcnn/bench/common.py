@@ -2,6 +2,7 @@
 torchvision), and a fresh child process per side for peak memory."""
 import os
 import pickle
+import platform
 import resource
 import subprocess
 import sys
@@ -72,6 +73,30 @@ def torchvision_or_none(device='cpu'):
         return torch, torchvision
     except Exception:
         return torch, None
+
+
+def cpu_text(cpuinfo='/proc/cpuinfo'):
+    """The CPU, for the header of every run: its name, family and model, and whether it has
+    AVX-512, e.g. 'AMD EPYC, family 25 model 17, AVX-512'. Machines sold under one name differ
+    (an AMD EPYC without AVX-512 ran the VGG16 trunk row 0.61x PyTorch, one with it 1.89x,
+    with other code: BENCHMARKS.md), so a figure without them says little. Where there is no
+    /proc/cpuinfo (macOS, Windows), the name `platform` gives."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return platform.processor() or platform.machine() or 'an unknown CPU'
+    fields = {}
+    for line in text.splitlines():                       # the first processor's fields
+        key, sep, value = line.partition(':')
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    parts = [fields.get('model name') or platform.processor() or platform.machine()]
+    if 'cpu family' in fields and 'model' in fields:
+        parts.append(f"family {fields['cpu family']} model {fields['model']}")
+    if 'flags' in fields:
+        parts.append('AVX-512' if 'avx512f' in fields['flags'].split() else 'no AVX-512')
+    return ', '.join(p for p in parts if p)
 
 
 def threads_text(torch):
