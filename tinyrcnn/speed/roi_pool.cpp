@@ -25,7 +25,7 @@ void forward(const T* xt, const i64* batch, const i64* hs, const i64* he, const 
              const i64* we, T* y, i64* argmax, i64 C, i64 H, i64 W, i64 oh, i64 ow, i64 r0,
              i64 r1) {
     std::vector<T> m(C);
-    std::vector<int> k(C);                                 // h * W + w fits: the map is small
+    std::vector<int> k(C);          // h * W + w in 32 bits: roi_pool.py sends larger maps to NumPy
     for (i64 r = r0; r < r1; ++r) {
         const T* image = xt + batch[r] * H * W * C;
         for (i64 ph = 0; ph < oh; ++ph) {
