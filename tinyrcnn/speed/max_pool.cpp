@@ -23,7 +23,8 @@ void forward(const T* x, T* y, signed char* win, i64 H, i64 W, i64 Ho, i64 Wo, i
             signed char* wr = win + (p * Ho + i) * Wo;
             bool seen = false;
             for (i64 j = 0; j < Wo; ++j) {                // selects, no branches: vectorised
-                const T a = top[2 * j], b = top[2 * j + 1], c = bottom[2 * j], d = bottom[2 * j + 1];
+                const T a = top[2 * j], b = top[2 * j + 1];
+                const T c = bottom[2 * j], d = bottom[2 * j + 1];
                 seen |= (a != a) | (b != b) | (c != c) | (d != d);
                 T m = a;
                 signed char k = 0;

@@ -1,7 +1,8 @@
 """The speed paths written in C++ (`felzenszwalb.cpp`, `winograd.cpp`, `winograd4.cpp`, `nms.cpp`,
 `adam.cpp`, `max_pool.cpp`, `roi_pool.cpp`): each compiled once per machine with g++
-(`kernels.cpu.build_cpp`), loaded once per process. Without a compiler, or where the build fails (one warning says why), `library` and
-`typed` return None and the path's caller runs its reference instead."""
+(`kernels.cpu.build_cpp`), loaded once per process. Without a compiler, or where the build fails
+(one warning says why), `library` and `typed` return None and the path's caller runs its
+reference instead."""
 import ctypes
 import os
 import threading
