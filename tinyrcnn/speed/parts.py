@@ -6,14 +6,15 @@ threads that each run the forward and backward pass of their own part keep two c
 where one graph leaves OpenBLAS's second thread idle on a CPU-sized network's small matrices.
 
 Each thread builds its graph on its own replica of the model: new module and Parameter objects
-that share the model's arrays (and its other attributes). With two parts, a replica's gradient goes straight into the model's .grad
-as soon as it is computed, the second to arrive added in place to the first: g0 + g1 and
-g1 + g0 are the same floats (IEEE addition is commutative, though not associative), so the
-result is the sequential loop's, bit for bit, whatever the threads' timing, and a step holds
-one set of gradients instead of one per thread (VGG16's fc layers: 0.5 GB). With more parts
-each replica keeps its own .grad, added into the model's in part order after the threads end.
-This is data parallelism in the manner of Krizhevsky's "one weird trick" (2014), on threads. What it assumes of the model: its forward pass changes
-no state of its own (a replica's changes would be lost; no tinyrcnn layer does), and no other
+that share the model's arrays (and its other attributes). With two parts, a replica's gradient
+goes straight into the model's .grad as soon as it is computed, the second to arrive added in
+place to the first: g0 + g1 and g1 + g0 are the same floats (IEEE addition is commutative,
+though not associative), so the result is the sequential loop's, bit for bit, whatever the
+threads' timing, and a step holds one set of gradients instead of one per thread (VGG16's fc
+layers: 0.5 GB). With more parts each replica keeps its own .grad, added into the model's in
+part order after the threads end. This is data parallelism in the manner of Krizhevsky's "one
+weird trick" (2014), on threads. What it assumes of the model: its forward pass changes no
+state of its own (a replica's changes would be lost; no tinyrcnn layer does), and no other
 thread turns off graph recording meanwhile (`no_grad` is one flag for the whole process).
 """
 import copy

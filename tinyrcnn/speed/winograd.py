@@ -90,16 +90,17 @@ def use_winograd(x_shape, w_shape, stride, dtype):
             and 16 * max(C, K) * tiles * np.dtype(dtype).itemsize <= WINOGRAD_MAX_BYTES)
 
 
-def filter_transform(w):
-    """w (K, C, 3, 3) -> U (16, K, C)."""
+def filter_transform(w, GG=_GG):
+    """w (K, C, 3, 3) -> U (P, K, C) = kron(G, G) vec(g) for every filter: P = 16 here, 36 with
+    F(4x4, 3x3)'s matrix (winograd4.py passes its own)."""
     K, C = w.shape[:2]
-    return np.matmul(_GG.astype(w.dtype), w.reshape(K * C, 9).T).reshape(16, K, C)
+    return np.matmul(GG.astype(w.dtype), w.reshape(K * C, 9).T).reshape(len(GG), K, C)
 
 
-def filter_transform_adjoint(gU):
-    """dU (16, K, C) -> dw (K, C, 3, 3)."""
-    _, K, C = gU.shape
-    return np.matmul(gU.reshape(16, K * C).T, _GG.astype(gU.dtype)).reshape(K, C, 3, 3)
+def filter_transform_adjoint(gU, GG=_GG):
+    """dU (P, K, C) -> dw (K, C, 3, 3), the transpose of `filter_transform` with the same GG."""
+    P, K, C = gU.shape
+    return np.matmul(gU.reshape(P, K * C).T, GG.astype(gU.dtype)).reshape(K, C, 3, 3)
 
 
 class Geometry:

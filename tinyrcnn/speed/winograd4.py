@@ -226,15 +226,13 @@ def input_transform_adjoint(gV, geo):
 
 
 def filter_transform(w):
-    """w (K, C, 3, 3) -> U (36, K, C)."""
-    K, C = w.shape[:2]
-    return np.matmul(_GG.astype(w.dtype), w.reshape(K * C, 9).T).reshape(36, K, C)
+    """w (K, C, 3, 3) -> U (36, K, C): `winograd.filter_transform` with this file's kron(G, G)."""
+    return winograd.filter_transform(w, _GG)
 
 
 def filter_transform_adjoint(gU):
     """dU (36, K, C) -> dw (K, C, 3, 3)."""
-    _, K, C = gU.shape
-    return np.matmul(gU.reshape(36, K * C).T, _GG.astype(gU.dtype)).reshape(K, C, 3, 3)
+    return winograd.filter_transform_adjoint(gU, _GG)
 
 
 def transforms(x, w, padding):
