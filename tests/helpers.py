@@ -95,6 +95,21 @@ def assert_same(got, want):
         assert np.array_equal(got[k], want[k]), k
 
 
+def assert_bits_equal(got, want):
+    """Same shape and dtype and the same bytes: -0.0 is not 0.0, a NaN's payload counts."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    unsigned = np.dtype(f'u{want.dtype.itemsize}')
+    np.testing.assert_array_equal(np.ascontiguousarray(got).view(unsigned),
+                                  np.ascontiguousarray(want).view(unsigned))
+
+
+def signed_zeros(a, seed):
+    """a with a seventh of its entries set to 0.0 and another seventh to -0.0 (in place)."""
+    where = np.random.default_rng(seed).integers(0, 7, a.shape)
+    a[where == 0], a[where == 1] = 0.0, -0.0
+    return a
+
+
 def one_line_error(path, exc=ValueError):
     """The message of the `exc` that load_weights(path) raises: one line naming the file."""
     with pytest.raises(exc) as info:

@@ -9,7 +9,7 @@ from tinyrcnn import speed
 from tinyrcnn.ops import conv
 from tinyrcnn.kernels.cpu import compiler
 from tinyrcnn.speed import threads, winograd
-from helpers import distinct, naive_conv
+from helpers import assert_bits_equal, distinct, naive_conv, signed_zeros
 
 
 @pytest.fixture
@@ -161,6 +161,7 @@ def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N,
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(N, C, H, W), (K, C, 3, 3), (K,)])
     geo = winograd.Geometry(x.shape, padding)
     gy = rng.standard_normal((N, K, geo.Ho, geo.Wo)).astype(dtype)
+    signed_zeros(x, 1), signed_zeros(gy, 2), signed_zeros(b, 3)    # the signs of zero sums
     U = winograd.filter_transform(w)
     results = []
     for compiled in (False, True):
@@ -173,8 +174,7 @@ def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N,
         results.append([V, winograd.output_transform(M.copy(), geo, b), winograd.output_transform(M, geo),
                         gM, winograd.input_transform_adjoint(gV, geo)])
     for numpy_, compiled in zip(*results):
-        assert numpy_.shape == compiled.shape and numpy_.dtype == compiled.dtype
-        np.testing.assert_array_equal(compiled, numpy_)
+        assert_bits_equal(compiled, numpy_)
 
 
 @needs_compiler

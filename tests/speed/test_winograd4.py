@@ -9,7 +9,7 @@ import tinyrcnn.functional as F
 from tinyrcnn import speed
 from tinyrcnn.kernels.cpu import compiler
 from tinyrcnn.speed import threads, winograd, winograd4
-from helpers import distinct, naive_conv
+from helpers import assert_bits_equal, distinct, naive_conv, signed_zeros
 
 
 @pytest.fixture
@@ -175,6 +175,7 @@ def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N,
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(N, C, H, W), (K, C, 3, 3), (K,)])
     geo = winograd4.Geometry(x.shape, padding)
     gy = rng.standard_normal((N, K, geo.Ho, geo.Wo)).astype(dtype)
+    signed_zeros(x, 1), signed_zeros(gy, 2), signed_zeros(b, 3)    # the signs of zero sums
     U = winograd4.filter_transform(w)
     results = []
     for compiled, split in ((False, False), (True, False), (True, True), (False, True)):
@@ -190,8 +191,7 @@ def test_the_compiled_transforms_equal_numpys_bit_for_bit(monkeypatch, dtype, N,
                         gM, winograd4.input_transform_adjoint(gV, geo)])
     for other in results[1:]:
         for numpy_, compiled in zip(results[0], other):
-            assert numpy_.shape == compiled.shape and numpy_.dtype == compiled.dtype
-            np.testing.assert_array_equal(compiled, numpy_)
+            assert_bits_equal(compiled, numpy_)
 
 
 @pytest.mark.parametrize('N,C,K,H', [(2, 128, 128, 113), (3, 64, 256, 80)])

@@ -21,7 +21,8 @@ template <typename T>
 void input_tiles(const T* x, T* V, i64 N, i64 C, i64 H, i64 W, i64 p, i64 Th, i64 Tw,
                  i64 c0, i64 c1) {
     const i64 Wp = 2 * Tw + 2, tiles = N * Th * Tw, plane = C * tiles;
-    std::vector<T> d(4 * Wp), t(4 * Wp);
+    const i64 lo = std::max<i64>(0, -p), hi = std::min(W, Wp - p);   // the columns inside
+    std::vector<T> d(4 * Wp), t(4 * Wp), e(Tw + 1), o(Tw + 1);
     for (i64 c = c0; c < c1; ++c)
         for (i64 n = 0; n < N; ++n) {
             const T* xc = x + (n * C + c) * H * W;
@@ -29,10 +30,13 @@ void input_tiles(const T* x, T* V, i64 N, i64 C, i64 H, i64 W, i64 p, i64 Th, i6
                 for (int k = 0; k < 4; ++k) {                 // padded rows 2i+k, zeros outside
                     T* row = &d[k * Wp];
                     const i64 r = 2 * i + k - p;
-                    std::fill(row, row + Wp, T(0));
-                    if (r >= 0 && r < H)
-                        for (i64 col = std::max<i64>(0, -p); col < W && col + p < Wp; ++col)
-                            row[col + p] = xc[r * W + col];
+                    if (r >= 0 && r < H && lo < hi) {
+                        std::fill(row, row + lo + p, T(0));
+                        std::copy(xc + r * W + lo, xc + r * W + hi, row + lo + p);
+                        std::fill(row + hi + p, row + Wp, T(0));
+                    } else {
+                        std::fill(row, row + Wp, T(0));
+                    }
                 }
                 const T *d0 = &d[0], *d1 = &d[Wp], *d2 = &d[2 * Wp], *d3 = &d[3 * Wp];
                 T *t0 = &t[0], *t1 = &t[Wp], *t2 = &t[2 * Wp], *t3 = &t[3 * Wp];
@@ -47,11 +51,13 @@ void input_tiles(const T* x, T* V, i64 N, i64 C, i64 H, i64 W, i64 p, i64 Th, i6
                     const T* ta = &t[a * Wp];
                     T* v0 = V + (4 * a) * plane + base;
                     T *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;
-                    for (i64 j = 0; j < Tw; ++j) {
-                        v0[j] = ta[2 * j] - ta[2 * j + 2];
-                        v1[j] = ta[2 * j + 1] + ta[2 * j + 2];
-                        v2[j] = ta[2 * j + 2] - ta[2 * j + 1];
-                        v3[j] = ta[2 * j + 1] - ta[2 * j + 3];
+                    for (i64 j = 0; j <= Tw; ++j) e[j] = ta[2 * j], o[j] = ta[2 * j + 1];
+#pragma GCC ivdep
+                    for (i64 j = 0; j < Tw; ++j) {            // even and odd columns apart
+                        v0[j] = e[j] - e[j + 1];
+                        v1[j] = o[j] + e[j + 1];
+                        v2[j] = e[j + 1] - o[j];
+                        v3[j] = o[j] - o[j + 1];
                     }
                 }
             }
@@ -109,7 +115,9 @@ void output_tiles_adjoint(const T* gy, T* gM, i64 N, i64 K, i64 Ho, i64 Wo, i64 
                 std::fill(g.begin(), g.end(), T(0));
                 for (i64 a = 0; a < 2 && 2 * i + a < Ho; ++a) {
                     const T* row = gy + ((n * K + k) * Ho + 2 * i + a) * Wo;
-                    for (i64 col = 0; col < Wo; ++col) g[(2 * a + (col & 1)) * Tw + col / 2] = row[col];
+                    for (i64 j = 0; j < Wo / 2; ++j)
+                        g[2 * a * Tw + j] = row[2 * j], g[(2 * a + 1) * Tw + j] = row[2 * j + 1];
+                    if (Wo & 1) g[2 * a * Tw + Wo / 2] = row[Wo - 1];
                 }
                 for (int c = 0; c < 2; ++c) {                 // along the rows, per column
                     const T *g0 = &g[c * Tw], *g1 = &g[(2 + c) * Tw];
