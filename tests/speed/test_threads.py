@@ -101,6 +101,24 @@ def test_matmul_stack_equals_numpy_split_or_not(monkeypatch):
     np.testing.assert_array_equal(threads.matmul_stack(a[:1], b[:1]), whole[:1])
 
 
+def test_matmul_stack_splits_products_with_a_small_output_and_large_operands(monkeypatch):
+    """The filter gradient's shape: (4, 3) outputs from (4, 500) @ (500, 3). The size that
+    decides the split is the largest operand's, and the halves equal the whole."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((6, 4, 500)), rng.standard_normal((6, 3, 500)).transpose(0, 2, 1)
+    whole = np.matmul(a, b)
+    calls = []
+    split_work = threads.split_work
+    monkeypatch.setattr(threads, 'split_work', lambda n, size, fn: (calls.append(size),
+                                                                   split_work(n, size, fn)))
+    monkeypatch.setattr(threads, 'intra_op_threads', lambda: True)
+    monkeypatch.setattr(threads, 'INTRA_OP_MIN_ELEMENTS', 1000)       # out: 72, a: 12000
+    monkeypatch.setattr(threads, 'usable_cores', lambda: 2)
+    monkeypatch.setattr(threads, '_openblas_threads_setter', lambda: (lambda n: 1))
+    np.testing.assert_array_equal(threads.matmul_stack(a, b), whole)
+    assert calls == [a.size]
+
+
 def test_keep_freed_memory_takes_effect_on_glibc(monkeypatch):
     import platform
     threads.keep_freed_memory.cache_clear()

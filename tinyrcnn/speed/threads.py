@@ -87,19 +87,23 @@ def matmul_stack(a, b):
     small for OpenBLAS to keep two threads busy, and two whole products side by side run
     faster (BENCHMARKS.md). The numbers are the same either way (each product runs whole).
     Only on exactly two usable cores, the case measured: with more, two one-thread halves
-    would leave cores idle that OpenBLAS's own threads use.
+    would leave cores idle that OpenBLAS's own threads use. The size that decides is the
+    largest of the three arrays: a small output can come from large operands (VGG16 conv1_2's
+    filter gradient at 224x224: 36 products (64, 3136) @ (3136, 64), 1.5-3% of a step faster
+    in halves, BENCHMARKS.md, session 13).
     """
     B, m = a.shape[0], a.shape[1]
     out = np.empty((B, m, b.shape[2]), dtype=np.result_type(a, b))
+    size = max(a.size, b.size, out.size)
 
     def products(lo, hi):
         np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
-    if (B < 2 or out.size < INTRA_OP_MIN_ELEMENTS or usable_cores() != 2
+    if (B < 2 or size < INTRA_OP_MIN_ELEMENTS or usable_cores() != 2
             or _openblas_threads_setter() is None or not intra_op_threads()):
         products(0, B)                                       # whole, on BLAS's own threads
     else:
         with blas_threads(1):
-            split_work(B, out.size, products)
+            split_work(B, size, products)
     return out
 
 
